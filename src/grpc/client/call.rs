@@ -1,0 +1,296 @@
+//! Client calls of the four kinds: request head, framed messages, response head, messages and
+//! trailers. The one place where the client turns protocol failures into status codes
+//! (GRPC-NOTES §1.6, client side).
+
+use std::pin::pin;
+
+use bytes::{Bytes, BytesMut};
+use futures_core::Stream;
+use futures_util::StreamExt as _;
+use h2::{client::ResponseFuture, Reason, SendStream};
+use http::{header, HeaderValue, Method};
+use tokio::time::Instant;
+
+use super::Channel;
+use crate::grpc::{
+    codec,
+    metadata::Metadata,
+    recv::{status_from_h2, Streaming},
+    request::{Request, Response},
+    send::{MessageSink, PipeEnd},
+    status::Status,
+    timeout,
+};
+
+/// Sent on every call; grpcio-style `grpc-<lang>/<version>`.
+const USER_AGENT: &str = concat!("grpc-rust-satellite/", env!("CARGO_PKG_VERSION"));
+
+impl Channel {
+    /// Makes a unary call to `path` ("/package.Service/Method").
+    ///
+    /// # Errors
+    /// The call's status when it is not OK, including UNAVAILABLE when no connection can be
+    /// made and DEADLINE_EXCEEDED when the request's timeout passes.
+    pub async fn unary<Req, Resp>(
+        &self,
+        path: &str,
+        request: Request<Req>,
+    ) -> Result<Response<Resp>, Status>
+    where
+        Req: prost::Message,
+        Resp: prost::Message + Default,
+    {
+        let deadline = request.timeout().map(|t| Instant::now() + t);
+        let (response, mut send) = self.start(path, &request, deadline).await?;
+        let mut buf = BytesMut::new();
+        codec::encode(
+            request.message(),
+            &mut buf,
+            self.inner.endpoint.max_send_message_size,
+        )?;
+        // One message of known size: h2 may buffer it whole while the window opens, which
+        // costs no more than the message we already hold.
+        send.send_data(buf.freeze(), true)
+            .map_err(|e| status_from_h2(&e))?;
+        let (mut stream, headers) = self.response_stream::<Resp>(response, deadline).await?;
+        let message = read_one(&mut stream).await?;
+        let trailers = stream.trailers().cloned().unwrap_or_default();
+        Ok(Response::from_parts(message, headers, trailers))
+    }
+
+    /// Makes a server-streaming call: one request, a stream of responses.
+    ///
+    /// # Errors
+    /// The status of a call that fails before its response head arrives; later failures come
+    /// from the stream.
+    pub async fn server_streaming<Req, Resp>(
+        &self,
+        path: &str,
+        request: Request<Req>,
+    ) -> Result<Response<Streaming<Resp>>, Status>
+    where
+        Req: prost::Message,
+        Resp: prost::Message + Default,
+    {
+        let deadline = request.timeout().map(|t| Instant::now() + t);
+        let (response, mut send) = self.start(path, &request, deadline).await?;
+        let mut buf = BytesMut::new();
+        codec::encode(
+            request.message(),
+            &mut buf,
+            self.inner.endpoint.max_send_message_size,
+        )?;
+        send.send_data(buf.freeze(), true)
+            .map_err(|e| status_from_h2(&e))?;
+        let (stream, headers) = self.response_stream::<Resp>(response, deadline).await?;
+        Ok(Response::from_parts(stream, headers, Metadata::new()))
+    }
+
+    /// Makes a client-streaming call: a stream of requests, one response.
+    ///
+    /// # Errors
+    /// The call's status when it is not OK.
+    pub async fn client_streaming<Req, Resp, S>(
+        &self,
+        path: &str,
+        request: Request<S>,
+    ) -> Result<Response<Resp>, Status>
+    where
+        Req: prost::Message,
+        Resp: prost::Message + Default,
+        S: Stream<Item = Req>,
+    {
+        let deadline = request.timeout().map(|t| Instant::now() + t);
+        let (response, send) = self.start(path, &request, deadline).await?;
+        let requests = request.into_inner().map(Ok::<Req, Status>);
+        send_all(
+            send,
+            requests,
+            deadline,
+            self.inner.endpoint.max_send_message_size,
+        )
+        .await?;
+        let (mut stream, headers) = self.response_stream::<Resp>(response, deadline).await?;
+        let message = read_one(&mut stream).await?;
+        let trailers = stream.trailers().cloned().unwrap_or_default();
+        Ok(Response::from_parts(message, headers, trailers))
+    }
+
+    /// Makes a bidirectional-streaming call. Requests are sent by a task of their own, so
+    /// responses can be read while requests are still going out; dropping the returned stream
+    /// cancels both.
+    ///
+    /// # Errors
+    /// The status of a call that fails before its response head arrives.
+    pub async fn bidi_streaming<Req, Resp, S>(
+        &self,
+        path: &str,
+        request: Request<S>,
+    ) -> Result<Response<Streaming<Resp>>, Status>
+    where
+        Req: prost::Message + 'static,
+        Resp: prost::Message + Default,
+        S: Stream<Item = Req> + Send + 'static,
+    {
+        let deadline = request.timeout().map(|t| Instant::now() + t);
+        let (response, send) = self.start(path, &request, deadline).await?;
+        let requests = request.into_inner().map(Ok::<Req, Status>);
+        let max_send = self.inner.endpoint.max_send_message_size;
+        let sender = tokio::spawn(async move {
+            if let Err(status) = send_all(send, requests, deadline, max_send).await {
+                tracing::debug!(%status, "request stream ended early");
+            }
+        });
+        let (mut stream, headers) = self.response_stream::<Resp>(response, deadline).await?;
+        stream.abort_on_drop(sender.abort_handle());
+        Ok(Response::from_parts(stream, headers, Metadata::new()))
+    }
+
+    /// Opens the stream: waits for a connection slot and sends the request head.
+    async fn start<T>(
+        &self,
+        path: &str,
+        request: &Request<T>,
+        deadline: Option<Instant>,
+    ) -> Result<(ResponseFuture, SendStream<Bytes>), Status> {
+        let head = self.request_head(path, request)?;
+        let opened = async {
+            let mut send = self.ready().await?;
+            send.send_request(head, false)
+                .map_err(|e| status_from_h2(&e))
+        };
+        match deadline {
+            None => opened.await,
+            Some(d) => tokio::time::timeout_at(d, opened)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Status::deadline_exceeded(
+                        "deadline exceeded before the call started",
+                    ))
+                }),
+        }
+    }
+
+    fn request_head<T>(
+        &self,
+        path: &str,
+        request: &Request<T>,
+    ) -> Result<http::Request<()>, Status> {
+        let uri = http::Uri::builder()
+            .scheme(self.inner.scheme.clone())
+            .authority(self.inner.authority.clone())
+            .path_and_query(path)
+            .build()
+            .map_err(|e| Status::internal(format!("invalid method path {path:?}: {e}")))?;
+        let mut head = http::Request::new(());
+        *head.method_mut() = Method::POST;
+        *head.uri_mut() = uri;
+        let headers = head.headers_mut();
+        // PROTOCOL-HTTP2.md: te: trailers is required; C-core servers reject calls without it.
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
+        if let Some(t) = request.timeout() {
+            let value = HeaderValue::try_from(timeout::format(t))
+                .map_err(|e| Status::internal(format!("cannot format grpc-timeout: {e}")))?;
+            headers.insert("grpc-timeout", value);
+        }
+        request.metadata().add_to_headers(headers);
+        Ok(head)
+    }
+
+    /// Waits for the response head and checks it; a Trailers-Only answer ends here.
+    async fn response_stream<Resp: prost::Message + Default>(
+        &self,
+        response: ResponseFuture,
+        deadline: Option<Instant>,
+    ) -> Result<(Streaming<Resp>, Metadata), Status> {
+        let response = match deadline {
+            None => response.await,
+            Some(d) => match tokio::time::timeout_at(d, response).await {
+                Ok(r) => r,
+                Err(_) => return Err(Status::deadline_exceeded("deadline exceeded")),
+            },
+        };
+        let response = response.map_err(|e| status_from_h2(&e))?;
+        let (head, body) = response.into_parts();
+        let status = Status::from_headers(&head.headers);
+        // http-grpc-status-mapping.md: grpc-status wins whatever :status says; without it a
+        // non-200 answer maps from the HTTP status.
+        if head.status != http::StatusCode::OK {
+            return Err(status.unwrap_or_else(|| Status::from_http_status(head.status)));
+        }
+        let grpc_content_type = head
+            .headers
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        if !grpc_content_type && status.is_none() {
+            return Err(Status::unknown(
+                "the response is not gRPC (content-type is missing or wrong)",
+            ));
+        }
+        let metadata = Metadata::from_headers(&head.headers);
+        let max = self.inner.endpoint.max_recv_message_size;
+        match status {
+            // Trailers-Only: the head is also the end of the call.
+            Some(status) if !status.is_ok() => Err(status),
+            Some(_) => Ok((Streaming::trailers_only(body, metadata.clone()), metadata)),
+            None => Ok((Streaming::client(body, max, deadline), metadata)),
+        }
+    }
+}
+
+/// Reads exactly one response message (statuscodes.md: a cardinality violation is
+/// UNIMPLEMENTED).
+async fn read_one<Resp: prost::Message + Default>(
+    stream: &mut Streaming<Resp>,
+) -> Result<Resp, Status> {
+    let Some(message) = stream.message().await? else {
+        return Err(Status::unimplemented(
+            "expected one response message, got none",
+        ));
+    };
+    if stream.message().await?.is_some() {
+        return Err(Status::unimplemented(
+            "expected one response message, got more",
+        ));
+    }
+    Ok(message)
+}
+
+/// Sends every request message, then END_STREAM.
+async fn send_all<Req, S>(
+    send: SendStream<Bytes>,
+    requests: S,
+    deadline: Option<Instant>,
+    max_send: usize,
+) -> Result<(), Status>
+where
+    Req: prost::Message,
+    S: Stream<Item = Result<Req, Status>>,
+{
+    let mut sink = MessageSink::new(send, max_send);
+    let mut requests = pin!(requests);
+    let mut sleep = deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
+    match sink
+        .pipe(requests.as_mut(), sleep.as_mut().map(|s| s.as_mut()))
+        .await
+    {
+        PipeEnd::Finished(status) if status.is_ok() => {
+            sink.finish().map_err(|e| status_from_h2(&e))
+        }
+        PipeEnd::Finished(status) => {
+            sink.reset(Reason::CANCEL);
+            Err(status)
+        }
+        // The server answered or reset early; its response carries the real status.
+        PipeEnd::Reset(_) | PipeEnd::SendFailed(_) => Ok(()),
+        PipeEnd::DeadlineExceeded => {
+            sink.reset(Reason::CANCEL);
+            Err(Status::deadline_exceeded("deadline exceeded"))
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! Receiving messages: h2 `RecvStream` -> [`FrameDecoder`] -> codec, as a stream of typed
+//! messages; on the client, the trailers that end it become a [`Status`].
+//!
+//! Flow control: receive capacity is released as each DATA chunk is taken from h2 (hyper's
+//! choice). Memory stays bounded anyway because the next chunk is only pulled once the decoder
+//! has no complete message left, and the decoder refuses any message over the receive limit
+//! before buffering it.
+
+use std::{
+    future::Future,
+    marker::PhantomData,
+    pin::Pin,
+    task::{ready, Context, Poll},
+};
+
+use futures_core::Stream;
+use h2::{Reason, RecvStream};
+use tokio::{
+    task::AbortHandle,
+    time::{Instant, Sleep},
+};
+
+use crate::grpc::{
+    codec,
+    frame::{FrameDecoder, FrameError},
+    metadata::Metadata,
+    status::Status,
+};
+
+/// A stream of incoming messages of type `T`: a request stream on the server, a response
+/// stream on the client.
+pub struct Streaming<T> {
+    body: RecvStream,
+    decoder: FrameDecoder,
+    state: State,
+    trailers: Option<Metadata>,
+    deadline: Option<Pin<Box<Sleep>>>,
+    /// A client's request-sending task (bidi), stopped when the responses are dropped.
+    sender: Option<AbortHandle>,
+    _message: PhantomData<fn() -> T>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Reading DATA.
+    Body { client: bool },
+    /// Client only: DATA ended, the trailers (and the status) are next.
+    Trailers,
+    /// Ended cleanly or after an error was yielded once.
+    Done,
+}
+
+impl<T: prost::Message + Default> Streaming<T> {
+    pub(crate) fn server(body: RecvStream, max_message_size: usize) -> Self {
+        Self::new(body, max_message_size, false, None)
+    }
+
+    pub(crate) fn client(
+        body: RecvStream,
+        max_message_size: usize,
+        deadline: Option<Instant>,
+    ) -> Self {
+        Self::new(body, max_message_size, true, deadline)
+    }
+
+    fn new(
+        body: RecvStream,
+        max_message_size: usize,
+        client: bool,
+        deadline: Option<Instant>,
+    ) -> Self {
+        Self {
+            body,
+            // No message encoding is ever negotiated yet, so a set compressed flag is an error.
+            decoder: FrameDecoder::new(max_message_size, false),
+            state: State::Body { client },
+            trailers: None,
+            deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
+            sender: None,
+            _message: PhantomData,
+        }
+    }
+
+    /// A client-side stream already ended by a Trailers-Only OK response.
+    pub(crate) fn trailers_only(body: RecvStream, trailers: Metadata) -> Self {
+        let mut stream = Self::new(body, 0, true, None);
+        stream.state = State::Done;
+        stream.trailers = Some(trailers);
+        stream
+    }
+
+    pub(crate) fn abort_on_drop(&mut self, sender: AbortHandle) {
+        self.sender = Some(sender);
+    }
+
+    /// The next message, `Ok(None)` at a clean end of stream.
+    ///
+    /// # Errors
+    /// The call's failure as a [`Status`]; it is returned once, then the stream ends.
+    pub async fn message(&mut self) -> Result<Option<T>, Status> {
+        std::future::poll_fn(|cx| self.poll_message(cx)).await
+    }
+
+    /// Trailer metadata, once a client-side stream has ended.
+    pub fn trailers(&self) -> Option<&Metadata> {
+        self.trailers.as_ref()
+    }
+
+    /// Polls for the next message; see [`Streaming::message`].
+    pub fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<T>, Status>> {
+        loop {
+            if self.state == State::Done {
+                return Poll::Ready(Ok(None));
+            }
+            if let Some(deadline) = self.deadline.as_mut() {
+                if deadline.as_mut().poll(cx).is_ready() {
+                    return self.fail(Status::deadline_exceeded("deadline exceeded"));
+                }
+            }
+            match self.decoder.next_frame() {
+                Ok(Some(frame)) => {
+                    return match codec::decode(frame.payload) {
+                        Ok(msg) => Poll::Ready(Ok(Some(msg))),
+                        Err(status) => self.fail(status),
+                    };
+                }
+                Ok(None) => {}
+                Err(e) => return self.fail(status_from_frame_error(e)),
+            }
+            match self.state {
+                State::Body { client } => match ready!(self.body.poll_data(cx)) {
+                    Some(Ok(chunk)) => {
+                        // Give the window back now; the decoder bounds what we hold.
+                        let _ = self.body.flow_control().release_capacity(chunk.len());
+                        self.decoder.push(chunk);
+                    }
+                    Some(Err(e)) => return self.fail(status_from_h2(&e)),
+                    None => {
+                        if let Err(e) = self.decoder.finish() {
+                            return self.fail(status_from_frame_error(e));
+                        }
+                        self.state = if client { State::Trailers } else { State::Done };
+                    }
+                },
+                State::Trailers => {
+                    let trailers = match ready!(self.body.poll_trailers(cx)) {
+                        Ok(Some(trailers)) => trailers,
+                        // grpc-go's wording; GRPC-NOTES §1.5: a body without trailers is an error.
+                        Ok(None) => {
+                            return self.fail(Status::internal(
+                                "server closed the stream without sending trailers",
+                            ))
+                        }
+                        Err(e) => return self.fail(status_from_h2(&e)),
+                    };
+                    self.state = State::Done;
+                    let status = Status::from_headers(&trailers)
+                        .unwrap_or_else(|| Status::unknown("trailers carry no grpc-status"));
+                    self.trailers = Some(Metadata::from_headers(&trailers));
+                    if !status.is_ok() {
+                        return Poll::Ready(Err(status));
+                    }
+                }
+                State::Done => {}
+            }
+        }
+    }
+
+    fn fail(&mut self, status: Status) -> Poll<Result<Option<T>, Status>> {
+        self.state = State::Done;
+        Poll::Ready(Err(status))
+    }
+}
+
+impl<T: prost::Message + Default> Stream for Streaming<T> {
+    type Item = Result<T, Status>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.get_mut().poll_message(cx).map(Result::transpose)
+    }
+}
+
+impl<T> Drop for Streaming<T> {
+    fn drop(&mut self) {
+        if let Some(sender) = &self.sender {
+            sender.abort();
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for Streaming<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Streaming")
+            .field("state", &self.state)
+            .field("buffered", &self.decoder.buffered())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The one place a framing error becomes a status (GRPC-NOTES §1.3 and §1.6).
+pub(crate) fn status_from_frame_error(e: FrameError) -> Status {
+    match e {
+        FrameError::TooLarge { len, limit } => Status::resource_exhausted(format!(
+            "received message larger than max ({len} vs. {limit})"
+        )),
+        other => Status::internal(other.to_string()),
+    }
+}
+
+/// Maps an h2 stream or connection error to a status (GRPC-NOTES §1.7).
+pub(crate) fn status_from_h2(e: &h2::Error) -> Status {
+    if e.is_io() {
+        return Status::unavailable(format!("connection lost: {e}"));
+    }
+    if e.is_go_away() && e.reason() == Some(Reason::NO_ERROR) {
+        return Status::unavailable("the server is going away");
+    }
+    match e.reason() {
+        Some(Reason::REFUSED_STREAM) => Status::unavailable(format!("stream refused: {e}")),
+        Some(Reason::CANCEL) => Status::cancelled(format!("stream cancelled: {e}")),
+        Some(Reason::ENHANCE_YOUR_CALM) => Status::resource_exhausted(format!("{e}")),
+        Some(Reason::INADEQUATE_SECURITY) => Status::permission_denied(format!("{e}")),
+        Some(_) => Status::internal(format!("{e}")),
+        None => Status::unavailable(format!("{e}")),
+    }
+}

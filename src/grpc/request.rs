@@ -1,0 +1,183 @@
+//! The values a call carries besides its message: metadata, deadline and the peer.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use tokio::time::Instant;
+
+use crate::grpc::metadata::Metadata;
+
+/// Who is on the other end of a server-side call.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Peer {
+    /// The remote socket address, when the transport has one.
+    pub addr: Option<SocketAddr>,
+    /// The subject of the client certificate that TLS verified ("CN=satellite-client").
+    pub subject: Option<String>,
+}
+
+/// A request message with its metadata and, on the server, its deadline and peer.
+#[derive(Debug)]
+pub struct Request<T> {
+    message: T,
+    metadata: Metadata,
+    timeout: Option<Duration>,
+    deadline: Option<Instant>,
+    peer: Option<Arc<Peer>>,
+}
+
+impl<T> Request<T> {
+    /// A request with no metadata and no deadline.
+    pub fn new(message: T) -> Self {
+        Self {
+            message,
+            metadata: Metadata::new(),
+            timeout: None,
+            deadline: None,
+            peer: None,
+        }
+    }
+
+    pub(crate) fn from_server(
+        message: T,
+        metadata: Metadata,
+        deadline: Option<Instant>,
+        peer: Arc<Peer>,
+    ) -> Self {
+        Self {
+            message,
+            metadata,
+            timeout: None,
+            deadline,
+            peer: Some(peer),
+        }
+    }
+
+    /// Sets the client-side timeout: sent as `grpc-timeout` and enforced locally.
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = Some(timeout);
+    }
+
+    /// Builder form of [`Request::set_timeout`].
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// The client-side timeout, if one was set.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+
+    /// The server-side deadline taken from the caller's `grpc-timeout`.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// The peer of a server-side call (address and verified certificate subject).
+    pub fn peer(&self) -> Option<&Peer> {
+        self.peer.as_deref()
+    }
+
+    /// The request metadata.
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+
+    /// The request metadata, to add entries before sending.
+    pub fn metadata_mut(&mut self) -> &mut Metadata {
+        &mut self.metadata
+    }
+
+    /// The message.
+    pub fn message(&self) -> &T {
+        &self.message
+    }
+
+    /// The message, mutably.
+    pub fn message_mut(&mut self) -> &mut T {
+        &mut self.message
+    }
+
+    /// Takes the message, dropping the rest.
+    pub fn into_inner(self) -> T {
+        self.message
+    }
+
+    /// Replaces the message, keeping metadata, deadline and peer.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Request<U> {
+        Request {
+            message: f(self.message),
+            metadata: self.metadata,
+            timeout: self.timeout,
+            deadline: self.deadline,
+            peer: self.peer,
+        }
+    }
+}
+
+/// A response message (or stream) with header and trailer metadata.
+#[derive(Debug)]
+pub struct Response<T> {
+    message: T,
+    metadata: Metadata,
+    trailers: Metadata,
+}
+
+impl<T> Response<T> {
+    /// A response with no metadata.
+    pub fn new(message: T) -> Self {
+        Self {
+            message,
+            metadata: Metadata::new(),
+            trailers: Metadata::new(),
+        }
+    }
+
+    pub(crate) fn from_parts(message: T, metadata: Metadata, trailers: Metadata) -> Self {
+        Self {
+            message,
+            metadata,
+            trailers,
+        }
+    }
+
+    /// Header metadata (sent before the first message).
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+
+    /// Header metadata, to add entries.
+    pub fn metadata_mut(&mut self) -> &mut Metadata {
+        &mut self.metadata
+    }
+
+    /// Trailer metadata (sent with the status).
+    pub fn trailers(&self) -> &Metadata {
+        &self.trailers
+    }
+
+    /// Trailer metadata, to add entries.
+    pub fn trailers_mut(&mut self) -> &mut Metadata {
+        &mut self.trailers
+    }
+
+    /// The message (or stream).
+    pub fn message(&self) -> &T {
+        &self.message
+    }
+
+    /// The message (or stream), mutably.
+    pub fn message_mut(&mut self) -> &mut T {
+        &mut self.message
+    }
+
+    /// Takes the message, dropping the metadata.
+    pub fn into_inner(self) -> T {
+        self.message
+    }
+
+    /// Splits into message, header metadata and trailer metadata.
+    pub fn into_parts(self) -> (T, Metadata, Metadata) {
+        (self.message, self.metadata, self.trailers)
+    }
+}

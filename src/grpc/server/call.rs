@@ -1,0 +1,415 @@
+//! One RPC on the server: check the request head, route, run the handler under the deadline and
+//! the peer's cancel, write headers, messages and trailers.
+//!
+//! This is the single place where framing, decoding and protocol errors become status codes on
+//! the server (GRPC-NOTES §1.6).
+
+use std::{
+    future::Future,
+    panic::AssertUnwindSafe,
+    pin::{pin, Pin},
+    sync::Arc,
+    task::Poll,
+};
+
+use bytes::Bytes;
+use futures_core::Stream;
+use futures_util::{FutureExt as _, StreamExt as _};
+use h2::{server::SendResponse, Reason, RecvStream};
+use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use tokio::time::{Instant, Sleep};
+
+use crate::grpc::{
+    metadata::Metadata,
+    recv::Streaming,
+    request::{Peer, Request, Response},
+    send::{MessageSink, PipeEnd},
+    server::router::{BoxFuture, Router},
+    status::Status,
+    timeout,
+};
+
+/// `content-type` of every gRPC response we send.
+const GRPC_CONTENT_TYPE: HeaderValue = HeaderValue::from_static("application/grpc");
+
+/// Per-message size limits of a server.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub(crate) max_recv: usize,
+    pub(crate) max_send: usize,
+}
+
+/// Everything an adapter needs to drive one call.
+pub(crate) struct CallParts {
+    body: RecvStream,
+    respond: SendResponse<Bytes>,
+    metadata: Metadata,
+    deadline: Option<Instant>,
+    peer: Arc<Peer>,
+    limits: Limits,
+}
+
+/// Checks a request head and routes it. Early rejections are answered here, without a task;
+/// otherwise the returned future drives the call.
+pub(crate) fn dispatch(
+    request: http::Request<RecvStream>,
+    mut respond: SendResponse<Bytes>,
+    router: &Router,
+    peer: &Arc<Peer>,
+    limits: Limits,
+) -> Option<BoxFuture> {
+    let (head, body) = request.into_parts();
+    // PROTOCOL-HTTP2.md: ":method POST"; anything else is not a gRPC call.
+    if head.method != Method::POST {
+        tracing::debug!(method = %head.method, "rejecting non-POST request");
+        send_http_error(&mut respond, StatusCode::METHOD_NOT_ALLOWED);
+        return None;
+    }
+    // PROTOCOL-HTTP2.md: a content-type that does not begin with "application/grpc" SHOULD get
+    // HTTP 415 (GRPC-NOTES §1.2).
+    let grpc_content_type = head
+        .headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    if !grpc_content_type {
+        tracing::debug!("rejecting request with a non-gRPC content-type");
+        send_http_error(&mut respond, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        return None;
+    }
+    let path = head.uri.path();
+    let Some(handler) = router.lookup(path) else {
+        let status = if router.has_service_of(path) {
+            Status::unimplemented(format!("unknown method {path}"))
+        } else {
+            Status::unimplemented(format!("unknown service for path {path}"))
+        };
+        send_trailers_only(&mut respond, &status, None);
+        return None;
+    };
+    // compression.md: an encoding the server does not support is UNIMPLEMENTED, and the
+    // response lists what it accepts.
+    if let Some(encoding) = head.headers.get("grpc-encoding") {
+        if encoding.as_bytes() != b"identity" {
+            let status = Status::unimplemented(format!(
+                "message encoding {} is not supported",
+                String::from_utf8_lossy(encoding.as_bytes())
+            ));
+            send_trailers_only(&mut respond, &status, Some("identity"));
+            return None;
+        }
+    }
+    let deadline = match head
+        .headers
+        .get("grpc-timeout")
+        .map(|v| timeout::parse(v.as_bytes()))
+    {
+        None => None,
+        Some(Ok(t)) => Some(Instant::now() + t),
+        // grpc-go fails a malformed timeout rather than ignoring it (GRPC-NOTES §1.2, [S5]).
+        Some(Err(e)) => {
+            send_trailers_only(
+                &mut respond,
+                &Status::internal(format!("malformed grpc-timeout: {e}")),
+                None,
+            );
+            return None;
+        }
+    };
+    Some(handler.call(CallParts {
+        body,
+        respond,
+        metadata: Metadata::from_headers(&head.headers),
+        deadline,
+        peer: peer.clone(),
+        limits,
+    }))
+}
+
+// ===== the four call kinds =====
+
+/// Drives a unary call.
+pub(crate) async fn unary<Req, Resp, F, Fut>(parts: CallParts, f: F)
+where
+    Req: prost::Message + Default + Send + 'static,
+    Resp: prost::Message + Send + 'static,
+    F: FnOnce(Request<Req>) -> Fut + Send,
+    Fut: Future<Output = Result<Response<Resp>, Status>> + Send,
+{
+    let CallParts {
+        body,
+        mut respond,
+        metadata,
+        deadline,
+        peer,
+        limits,
+    } = parts;
+    let mut sleep = deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
+    let work = async move {
+        let mut requests = Streaming::<Req>::server(body, limits.max_recv);
+        let message = read_one(&mut requests).await?;
+        f(Request::from_server(message, metadata, deadline, peer)).await
+    };
+    let Some(response) = run_handler(&mut respond, sleep.as_mut().map(|s| s.as_mut()), work).await
+    else {
+        return;
+    };
+    let (message, headers, trailers) = response.into_parts();
+    let Some(mut sink) = send_headers(&mut respond, &headers, limits) else {
+        return;
+    };
+    let end = match sink.encode(&message) {
+        Ok(()) => {
+            let mut nothing = pin!(futures_util::stream::empty::<Result<Resp, Status>>());
+            sink.pipe(nothing.as_mut(), sleep.as_mut().map(|s| s.as_mut()))
+                .await
+        }
+        Err(status) => PipeEnd::Finished(status),
+    };
+    finish(sink, end, &trailers);
+}
+
+/// Drives a server-streaming call.
+pub(crate) async fn server_streaming<Req, Resp, S, F, Fut>(parts: CallParts, f: F)
+where
+    Req: prost::Message + Default + Send + 'static,
+    Resp: prost::Message + Send + 'static,
+    S: Stream<Item = Result<Resp, Status>> + Send + 'static,
+    F: FnOnce(Request<Req>) -> Fut + Send,
+    Fut: Future<Output = Result<Response<S>, Status>> + Send,
+{
+    let CallParts {
+        body,
+        mut respond,
+        metadata,
+        deadline,
+        peer,
+        limits,
+    } = parts;
+    let mut sleep = deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
+    let work = async move {
+        let mut requests = Streaming::<Req>::server(body, limits.max_recv);
+        let message = read_one(&mut requests).await?;
+        f(Request::from_server(message, metadata, deadline, peer)).await
+    };
+    let Some(response) = run_handler(&mut respond, sleep.as_mut().map(|s| s.as_mut()), work).await
+    else {
+        return;
+    };
+    respond_stream(respond, response, sleep, limits).await;
+}
+
+/// Drives a client-streaming call.
+pub(crate) async fn client_streaming<Req, Resp, F, Fut>(parts: CallParts, f: F)
+where
+    Req: prost::Message + Default + Send + 'static,
+    Resp: prost::Message + Send + 'static,
+    F: FnOnce(Request<Streaming<Req>>) -> Fut + Send,
+    Fut: Future<Output = Result<Response<Resp>, Status>> + Send,
+{
+    let CallParts {
+        body,
+        mut respond,
+        metadata,
+        deadline,
+        peer,
+        limits,
+    } = parts;
+    let mut sleep = deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
+    let requests = Streaming::<Req>::server(body, limits.max_recv);
+    let work = f(Request::from_server(requests, metadata, deadline, peer));
+    let Some(response) = run_handler(&mut respond, sleep.as_mut().map(|s| s.as_mut()), work).await
+    else {
+        return;
+    };
+    let (message, headers, trailers) = response.into_parts();
+    let stream = futures_util::stream::once(std::future::ready(Ok(message)));
+    respond_stream(
+        respond,
+        Response::from_parts(stream, headers, trailers),
+        sleep,
+        limits,
+    )
+    .await;
+}
+
+/// Drives a bidirectional-streaming call.
+pub(crate) async fn bidi<Req, Resp, S, F, Fut>(parts: CallParts, f: F)
+where
+    Req: prost::Message + Default + Send + 'static,
+    Resp: prost::Message + Send + 'static,
+    S: Stream<Item = Result<Resp, Status>> + Send + 'static,
+    F: FnOnce(Request<Streaming<Req>>) -> Fut + Send,
+    Fut: Future<Output = Result<Response<S>, Status>> + Send,
+{
+    let CallParts {
+        body,
+        mut respond,
+        metadata,
+        deadline,
+        peer,
+        limits,
+    } = parts;
+    let mut sleep = deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
+    let requests = Streaming::<Req>::server(body, limits.max_recv);
+    let work = f(Request::from_server(requests, metadata, deadline, peer));
+    let Some(response) = run_handler(&mut respond, sleep.as_mut().map(|s| s.as_mut()), work).await
+    else {
+        return;
+    };
+    respond_stream(respond, response, sleep, limits).await;
+}
+
+// ===== shared steps =====
+
+/// Reads exactly one request message. statuscodes.md: a request cardinality violation is
+/// UNIMPLEMENTED (GRPC-NOTES §1.3); pinned by tests.
+async fn read_one<Req: prost::Message + Default>(
+    requests: &mut Streaming<Req>,
+) -> Result<Req, Status> {
+    let Some(message) = requests.message().await? else {
+        return Err(Status::unimplemented(
+            "expected one request message, got none",
+        ));
+    };
+    if requests.message().await?.is_some() {
+        return Err(Status::unimplemented(
+            "expected one request message, got more",
+        ));
+    }
+    Ok(message)
+}
+
+/// Runs the handler until it answers, the peer resets the stream, or the deadline passes. On
+/// the last two the handler future is dropped at its current await point; the deadline and any
+/// handler error are answered Trailers-Only. `None` means the call is over.
+async fn run_handler<T, Fut>(
+    respond: &mut SendResponse<Bytes>,
+    mut deadline: Option<Pin<&mut Sleep>>,
+    work: Fut,
+) -> Option<T>
+where
+    Fut: Future<Output = Result<T, Status>>,
+{
+    let mut work = pin!(AssertUnwindSafe(work).catch_unwind());
+    let outcome = std::future::poll_fn(|cx| {
+        if let Poll::Ready(reset) = respond.poll_reset(cx) {
+            tracing::debug!(?reset, "call cancelled by the peer");
+            return Poll::Ready(None);
+        }
+        if let Some(deadline) = deadline.as_mut() {
+            if deadline.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Some(Err(Status::deadline_exceeded("deadline exceeded"))));
+            }
+        }
+        work.as_mut()
+            .poll(cx)
+            .map(|r| Some(r.unwrap_or_else(|_| Err(Status::unknown("the handler panicked")))))
+    })
+    .await?;
+    match outcome {
+        Ok(value) => Some(value),
+        Err(status) => {
+            send_trailers_only(respond, &status, None);
+            None
+        }
+    }
+}
+
+/// Sends the response head and pipes the message stream, then the trailers.
+async fn respond_stream<Resp, S>(
+    mut respond: SendResponse<Bytes>,
+    response: Response<S>,
+    mut sleep: Option<Pin<Box<Sleep>>>,
+    limits: Limits,
+) where
+    Resp: prost::Message,
+    S: Stream<Item = Result<Resp, Status>>,
+{
+    let (stream, headers, trailers) = response.into_parts();
+    let Some(mut sink) = send_headers(&mut respond, &headers, limits) else {
+        return;
+    };
+    // A panic inside the handler's stream fails this call alone, with trailers.
+    let mut stream = pin!(AssertUnwindSafe(stream)
+        .catch_unwind()
+        .map(|item| item.unwrap_or_else(|_| Err(Status::unknown("the handler panicked")))));
+    let end = sink
+        .pipe(stream.as_mut(), sleep.as_mut().map(|s| s.as_mut()))
+        .await;
+    finish(sink, end, &trailers);
+}
+
+fn send_headers(
+    respond: &mut SendResponse<Bytes>,
+    metadata: &Metadata,
+    limits: Limits,
+) -> Option<MessageSink> {
+    let mut response = http::Response::new(());
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, GRPC_CONTENT_TYPE);
+    metadata.add_to_headers(response.headers_mut());
+    match respond.send_response(response, false) {
+        Ok(stream) => Some(MessageSink::new(stream, limits.max_send)),
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot send response headers");
+            None
+        }
+    }
+}
+
+fn finish(sink: MessageSink, end: PipeEnd, trailers: &Metadata) {
+    let status = match end {
+        PipeEnd::Finished(status) => status,
+        PipeEnd::Reset(reason) => {
+            tracing::debug!(?reason, "call cancelled by the peer");
+            return;
+        }
+        PipeEnd::SendFailed(e) => {
+            tracing::debug!(error = %e, "cannot send the response");
+            return;
+        }
+        // With bytes still waiting for window, trailers would queue behind them forever on a
+        // stalled reader; a reset ends the stream now (PROTOCOL-HTTP2.md allows RST_STREAM).
+        PipeEnd::DeadlineExceeded if sink.buffered() > 0 => {
+            sink.reset(Reason::CANCEL);
+            return;
+        }
+        PipeEnd::DeadlineExceeded => Status::deadline_exceeded("deadline exceeded"),
+    };
+    let mut map = HeaderMap::new();
+    status.add_to_headers(&mut map);
+    trailers.add_to_headers(&mut map);
+    if let Err(e) = sink.send_trailers(map) {
+        tracing::debug!(error = %e, "cannot send trailers");
+    }
+}
+
+fn send_trailers_only(
+    respond: &mut SendResponse<Bytes>,
+    status: &Status,
+    accept_encoding: Option<&'static str>,
+) {
+    let mut response = status.to_trailers_only();
+    if let Some(accept) = accept_encoding {
+        response
+            .headers_mut()
+            .insert("grpc-accept-encoding", HeaderValue::from_static(accept));
+    }
+    if let Err(e) = respond.send_response(response, true) {
+        tracing::debug!(error = %e, "cannot send a trailers-only response");
+    }
+}
+
+fn send_http_error(respond: &mut SendResponse<Bytes>, status: StatusCode) {
+    let mut response = http::Response::new(());
+    *response.status_mut() = status;
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+    }
+    if let Err(e) = respond.send_response(response, true) {
+        tracing::debug!(error = %e, "cannot send an HTTP error response");
+    }
+}

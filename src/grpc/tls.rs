@@ -1,0 +1,186 @@
+//! rustls configurations from PEM: mutual TLS for the server, roots and an optional client
+//! certificate for the client; ALPN `h2`; ring as the one crypto provider.
+//!
+//! ring is chosen explicitly because it builds with nothing but a C compiler (aws-lc-rs needs
+//! cmake and more), and rustls 0.23 requires a provider to be named when several are compiled.
+
+use std::{fs, path::Path, sync::Arc};
+
+use rustls::{
+    crypto::CryptoProvider,
+    server::WebPkiClientVerifier,
+    version::{TLS12, TLS13},
+    ClientConfig, RootCertStore, ServerConfig,
+};
+use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+
+use crate::grpc::error::Error;
+
+/// ALPN identifier for HTTP/2; stock gRPC clients refuse a TLS session without it.
+const ALPN_H2: &[u8] = b"h2";
+
+/// PEM material for one side of a TLS connection.
+#[derive(Clone)]
+pub struct Identity {
+    chain: Vec<CertificateDer<'static>>,
+    key: Arc<PrivateKeyDer<'static>>,
+}
+
+impl Identity {
+    /// Parses a certificate chain and private key from PEM bytes.
+    ///
+    /// # Errors
+    /// A TLS error naming which part could not be parsed.
+    pub fn from_pem(cert_pem: &[u8], key_pem: &[u8]) -> Result<Self, Error> {
+        let chain = certs_from_pem(cert_pem, "certificate")?;
+        let key = PrivateKeyDer::from_pem_slice(key_pem)
+            .map_err(|e| Error::tls("cannot parse the private key PEM").with(e))?;
+        Ok(Self {
+            chain,
+            key: Arc::new(key),
+        })
+    }
+
+    /// Reads a certificate chain and private key from PEM files.
+    ///
+    /// # Errors
+    /// An I/O or TLS error naming the file.
+    pub fn from_pem_files(cert: &Path, key: &Path) -> Result<Self, Error> {
+        let cert_pem = read(cert)?;
+        let key_pem = read(key)?;
+        let chain = certs_from_pem(&cert_pem, &cert.display().to_string())?;
+        let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
+            Error::tls(format!("cannot parse a private key in {}", key.display())).with(e)
+        })?;
+        Ok(Self {
+            chain,
+            key: Arc::new(key),
+        })
+    }
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity")
+            .field("chain_len", &self.chain.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Trusted CA certificates.
+#[derive(Clone, Debug)]
+pub struct Roots {
+    store: Arc<RootCertStore>,
+}
+
+impl Roots {
+    /// Parses one or more CA certificates from PEM bytes.
+    ///
+    /// # Errors
+    /// A TLS error when no certificate parses or one is rejected as a trust anchor.
+    pub fn from_pem(pem: &[u8]) -> Result<Self, Error> {
+        Self::from_certs(certs_from_pem(pem, "CA certificate")?, "CA certificate")
+    }
+
+    /// Reads CA certificates from a PEM file.
+    ///
+    /// # Errors
+    /// An I/O or TLS error naming the file.
+    pub fn from_pem_file(path: &Path) -> Result<Self, Error> {
+        let name = path.display().to_string();
+        Self::from_certs(certs_from_pem(&read(path)?, &name)?, &name)
+    }
+
+    fn from_certs(certs: Vec<CertificateDer<'static>>, what: &str) -> Result<Self, Error> {
+        let mut store = RootCertStore::empty();
+        for cert in certs {
+            store
+                .add(cert)
+                .map_err(|e| Error::tls(format!("{what} is not a usable CA")).with(e))?;
+        }
+        Ok(Self {
+            store: Arc::new(store),
+        })
+    }
+}
+
+/// The server's TLS configuration: mutual TLS unless explicitly relaxed.
+///
+/// # Errors
+/// A TLS error when the key does not match the certificate or the CA cannot verify clients.
+pub fn server_config(
+    identity: &Identity,
+    client_ca: Option<&Roots>,
+) -> Result<Arc<ServerConfig>, Error> {
+    let provider = provider();
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&TLS13, &TLS12])
+        .map_err(|e| Error::tls("unsupported TLS versions").with(e))?;
+    let builder = match client_ca {
+        Some(roots) => {
+            let verifier =
+                WebPkiClientVerifier::builder_with_provider(roots.store.clone(), provider)
+                    .build()
+                    .map_err(|e| Error::tls("cannot build the client verifier").with(e))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder
+        .with_single_cert(identity.chain.clone(), identity.key.clone_key())
+        .map_err(|e| {
+            Error::tls("the server certificate and key do not form a valid identity").with(e)
+        })?;
+    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The client's TLS configuration: trust `roots`, present `identity` when given.
+///
+/// # Errors
+/// A TLS error when the client key does not match its certificate.
+pub fn client_config(
+    roots: &Roots,
+    identity: Option<&Identity>,
+) -> Result<Arc<ClientConfig>, Error> {
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&TLS13, &TLS12])
+        .map_err(|e| Error::tls("unsupported TLS versions").with(e))?
+        .with_root_certificates(roots.store.clone());
+    let mut config = match identity {
+        Some(id) => builder
+            .with_client_auth_cert(id.chain.clone(), id.key.clone_key())
+            .map_err(|e| {
+                Error::tls("the client certificate and key do not form a valid identity").with(e)
+            })?,
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The subject of a DER certificate, as an RFC 4514-style string ("CN=satellite-client").
+pub fn subject_of(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    Some(cert.subject().to_string())
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, Error> {
+    fs::read(path).map_err(|e| Error::io(format!("cannot read {}", path.display()), e))
+}
+
+fn certs_from_pem(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>, Error> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Error::tls(format!("cannot parse {what} PEM")).with(e))?;
+    if certs.is_empty() {
+        return Err(Error::tls(format!(
+            "{what}: no certificate found in the PEM"
+        )));
+    }
+    Ok(certs)
+}
