@@ -1,7 +1,9 @@
 //! The Satellite map service: the map, the gRPC handlers, the client, the CLI and the demo PKI.
 
 pub mod certs;
+pub mod client;
 pub mod map;
+pub mod service;
 
 /// The protobuf messages generated from `proto/satellite.proto` (`Location`, `Area`, `Image`).
 pub mod pb {
