@@ -3,6 +3,7 @@
 pub mod certs;
 pub mod client;
 pub mod map;
+pub mod render;
 pub mod service;
 
 /// The protobuf messages generated from `proto/satellite.proto` (`Location`, `Area`, `Image`).
