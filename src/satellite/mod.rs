@@ -1,6 +1,7 @@
 //! The Satellite map service: the map, the gRPC handlers, the client, the CLI and the demo PKI.
 
 pub mod certs;
+pub mod cli;
 pub mod client;
 pub mod map;
 pub mod render;

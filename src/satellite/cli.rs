@@ -1,0 +1,568 @@
+//! The `satellite` command line: `serve`, `get`, `area`, `certs` and `demo`.
+//!
+//! Exit codes: 0 success, 1 a call failed (its status code and message are printed), 2 a usage
+//! or setup error (bad flag, missing certificate, unreadable map, port in use).
+
+use std::{
+    io::{self, Write as _},
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::Duration,
+};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tokio::{net::TcpListener, time::Instant};
+
+use crate::app::{
+    certs::{self, CertOptions},
+    client::{CallOptions, SatelliteClient},
+    map::Map,
+    render::{self, RenderMode, Renderer},
+    service::{MapService, ServiceOptions},
+};
+use crate::grpc::{
+    self,
+    tls::{self, Identity, Roots},
+    Channel, Endpoint, Metadata, ServerConfig, Status, Transport,
+};
+
+/// The satellite map server and its client, over gRPC with mutual TLS.
+#[derive(Debug, Parser)]
+#[command(name = "satellite", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Log filter, as in RUST_LOG ("info", "satellite=debug", ...).
+    #[arg(long, global = true, default_value = "info")]
+    pub log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the map over gRPC (mutual TLS unless --plaintext).
+    Serve(ServeArgs),
+    /// Fetch one cell (GetImage).
+    Get(GetArgs),
+    /// Stream a rectangle of cells (GetImages) and draw it as it arrives.
+    #[command(allow_negative_numbers = true)]
+    Area(AreaArgs),
+    /// Make a CA, a server certificate and a client certificate for mutual TLS.
+    Certs(CertsArgs),
+    /// Run everything once: certificates, a server, single calls, the whole map drawn live.
+    Demo(DemoArgs),
+}
+
+/// Where the certificates come from.
+#[derive(Debug, Args)]
+struct TlsArgs {
+    /// Directory with the files `satellite certs` writes.
+    #[arg(long, default_value = "certs")]
+    certs: PathBuf,
+    /// CA certificate (PEM); overrides the one in --certs.
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// Certificate (PEM); overrides the one in --certs.
+    #[arg(long)]
+    cert: Option<PathBuf>,
+    /// Private key (PEM); overrides the one in --certs.
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// Plaintext HTTP/2 instead of TLS (testing and trusted networks only).
+    #[arg(long, conflicts_with_all = ["ca", "cert", "key"])]
+    plaintext: bool,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    addr: SocketAddr,
+    #[command(flatten)]
+    tls: TlsArgs,
+    /// Map file: H lines of W printable ASCII bytes (default: the embedded 80 x 32 world).
+    #[arg(long)]
+    map: Option<PathBuf>,
+    /// Pause before each streamed message, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    send_delay: u64,
+    /// Each cell becomes K x K cells.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    scale: u32,
+    /// Bytes per image (the cell's byte repeated).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=4_194_000))]
+    img_bytes: u64,
+    /// Seconds calls in flight may take to finish after Ctrl-C or SIGTERM.
+    #[arg(long, default_value_t = 10)]
+    grace: u64,
+}
+
+#[derive(Debug, Args)]
+struct ClientArgs {
+    /// Server address.
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    addr: String,
+    #[command(flatten)]
+    tls: TlsArgs,
+    /// Name the server certificate must carry (default: the host of --addr).
+    #[arg(long)]
+    server_name: Option<String>,
+    /// Deadline for the call, in milliseconds.
+    #[arg(long)]
+    deadline: Option<u64>,
+    /// Metadata to send, as key=value (repeatable; keys ending in -bin take raw text).
+    #[arg(long = "metadata", value_name = "KEY=VALUE")]
+    metadata: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(allow_negative_numbers = true)]
+struct GetArgs {
+    /// Column, from 0 at the left.
+    x: i32,
+    /// Row, from 0 at the bottom.
+    y: i32,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+struct AreaArgs {
+    /// Lower-left column.
+    x0: i32,
+    /// Lower-left row.
+    y0: i32,
+    /// Upper-right column.
+    x1: i32,
+    /// Upper-right row.
+    y1: i32,
+    /// How to draw: live in place, plain text at the end, or nothing (default: live on a
+    /// terminal, plain otherwise).
+    #[arg(long, value_enum)]
+    render: Option<RenderArg>,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum RenderArg {
+    Live,
+    Plain,
+    None,
+}
+
+#[derive(Debug, Args)]
+struct CertsArgs {
+    /// Output directory.
+    #[arg(long, default_value = "certs")]
+    out: PathBuf,
+    /// Days the certificates are valid.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    days: u32,
+    /// Extra server name (DNS name or IP address); repeatable.
+    #[arg(long)]
+    san: Vec<String>,
+    /// Overwrite existing files.
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(Debug, Args)]
+struct DemoArgs {
+    /// Where the demo keeps its certificates (made on first use).
+    #[arg(long, default_value = "certs")]
+    certs: PathBuf,
+    /// Pause before each streamed cell, in milliseconds.
+    #[arg(long, default_value_t = 2)]
+    send_delay: u64,
+    /// How to draw the map (default: live on a terminal, plain otherwise).
+    #[arg(long, value_enum)]
+    render: Option<RenderArg>,
+}
+
+impl Cli {
+    /// The log filter to use: the demo keeps the server's per-call lines out of its drawing
+    /// unless a filter was asked for.
+    pub fn log_filter(&self) -> &str {
+        match self.command {
+            Command::Demo(_) if self.log == "info" => "warn",
+            _ => &self.log,
+        }
+    }
+}
+
+/// Why a command failed, which decides the exit code.
+#[derive(Debug)]
+enum Failure {
+    /// Bad usage or setup: exit 2.
+    Setup(String),
+    /// A call failed: exit 1.
+    Call(Status),
+}
+
+impl From<Status> for Failure {
+    fn from(status: Status) -> Self {
+        Self::Call(status)
+    }
+}
+
+fn setup(context: &str, e: impl std::fmt::Display) -> Failure {
+    Failure::Setup(format!("{context}: {e}"))
+}
+
+/// Runs the parsed command and returns the process exit code.
+pub fn run(cli: Cli) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+            Command::Get(args) => get(args).await,
+            Command::Area(args) => area(args).await,
+            Command::Certs(args) => make_certs(&args),
+            Command::Demo(args) => demo(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Call(status)) => {
+            eprintln!("error: {}: {}", status.code(), status.message());
+            ExitCode::from(1)
+        }
+        Err(Failure::Setup(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+// ===== serve =====
+
+async fn serve(args: ServeArgs) -> Result<(), Failure> {
+    let map = match &args.map {
+        Some(path) => Map::load(path).map_err(|e| Failure::Setup(e.to_string()))?,
+        None => Map::world(),
+    };
+    let map = map.scaled(args.scale).map_err(|e| setup("--scale", e))?;
+    let options = ServiceOptions {
+        send_delay: Duration::from_millis(args.send_delay),
+        img_bytes: usize::try_from(args.img_bytes).map_err(|e| setup("--img-bytes", e))?,
+    };
+    let service = MapService::new(map, &options);
+    let transport = server_transport(&args.tls)?;
+    let mode = if args.tls.plaintext {
+        "plaintext"
+    } else {
+        "mutual TLS"
+    };
+    let listener = TcpListener::bind(args.addr)
+        .await
+        .map_err(|e| setup(&format!("cannot listen on {}", args.addr), e))?;
+    let mut config = ServerConfig::new(transport);
+    config.shutdown_grace = Duration::from_secs(args.grace);
+    let addr = listener.local_addr().map_err(|e| setup("listener", e))?;
+    tracing::info!(%addr, mode, width = service.map().width(), height = service.map().height(), "serving the map");
+    grpc::run(listener, config, service.router(), shutdown_signal())
+        .await
+        .map_err(|e| setup("server", e))?;
+    tracing::info!("server stopped");
+    Ok(())
+}
+
+fn server_transport(tls: &TlsArgs) -> Result<Transport, Failure> {
+    if tls.plaintext {
+        return Ok(Transport::Plaintext);
+    }
+    let (ca, cert, key) = tls_files(tls, "server");
+    let identity = Identity::from_pem_files(&cert, &key).map_err(|e| setup_tls(&e))?;
+    let roots = Roots::from_pem_file(&ca).map_err(|e| setup_tls(&e))?;
+    let config = tls::server_config(&identity, Some(&roots)).map_err(|e| setup_tls(&e))?;
+    Ok(Transport::Tls(config))
+}
+
+fn tls_files(tls: &TlsArgs, role: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let dir = &tls.certs;
+    (
+        tls.ca.clone().unwrap_or_else(|| dir.join("ca-cert.pem")),
+        tls.cert
+            .clone()
+            .unwrap_or_else(|| dir.join(format!("{role}-cert.pem"))),
+        tls.key
+            .clone()
+            .unwrap_or_else(|| dir.join(format!("{role}-key.pem"))),
+    )
+}
+
+fn setup_tls(e: &grpc::Error) -> Failure {
+    let mut text = error_chain(e);
+    if e.is_io() {
+        text.push_str(" (run `satellite certs` to make certificates, or pass --plaintext)");
+    }
+    Failure::Setup(text)
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down: finishing calls in flight");
+}
+
+// ===== client commands =====
+
+fn client_of(args: &ClientArgs) -> Result<(SatelliteClient, CallOptions), Failure> {
+    let mut endpoint = Endpoint::new(args.addr.clone());
+    if !args.tls.plaintext {
+        let (ca, cert, key) = tls_files(&args.tls, "client");
+        let roots = Roots::from_pem_file(&ca).map_err(|e| setup_tls(&e))?;
+        let identity = Identity::from_pem_files(&cert, &key).map_err(|e| setup_tls(&e))?;
+        let config = tls::client_config(&roots, Some(&identity)).map_err(|e| setup_tls(&e))?;
+        endpoint = endpoint.tls(config);
+    }
+    if let Some(name) = &args.server_name {
+        endpoint = endpoint.server_name(name.clone());
+    }
+    let channel = Channel::lazy(endpoint).map_err(|e| setup("--addr", e))?;
+    let mut metadata = Metadata::new();
+    for pair in &args.metadata {
+        let Some((key, value)) = pair.split_once('=') else {
+            return Err(Failure::Setup(format!(
+                "--metadata {pair:?}: expected KEY=VALUE"
+            )));
+        };
+        let added = if key.ends_with("-bin") {
+            metadata.append_bin(key, value.as_bytes())
+        } else {
+            metadata.append(key, value)
+        };
+        added.map_err(|e| setup(&format!("--metadata {key:?}"), e))?;
+    }
+    let options = CallOptions {
+        timeout: args.deadline.map(Duration::from_millis),
+        metadata,
+    };
+    Ok((SatelliteClient::new(channel), options))
+}
+
+async fn get(args: GetArgs) -> Result<(), Failure> {
+    let (client, options) = client_of(&args.client)?;
+    let image = client.get_image(args.x, args.y, &options).await?;
+    println!(
+        "({}, {}): {:?}",
+        image.x,
+        image.y,
+        String::from_utf8_lossy(&image.img)
+    );
+    Ok(())
+}
+
+async fn area(args: AreaArgs) -> Result<(), Failure> {
+    let (client, options) = client_of(&args.client)?;
+    let mode = render_mode(args.render);
+    draw_area(
+        &client,
+        (args.x0, args.y0),
+        (args.x1, args.y1),
+        &options,
+        mode,
+    )
+    .await
+}
+
+fn render_mode(arg: Option<RenderArg>) -> RenderMode {
+    match arg {
+        Some(RenderArg::Live) => RenderMode::Live,
+        Some(RenderArg::Plain) => RenderMode::Plain,
+        Some(RenderArg::None) => RenderMode::None,
+        None => RenderMode::auto(),
+    }
+}
+
+/// Streams an area and draws each cell as it arrives, then prints the summary line.
+async fn draw_area(
+    client: &SatelliteClient,
+    ll: (i32, i32),
+    ur: (i32, i32),
+    options: &CallOptions,
+    mode: RenderMode,
+) -> Result<(), Failure> {
+    let started = Instant::now();
+    let mut images = client.get_images(ll, ur, options).await?;
+    let width = u32::try_from(i64::from(ur.0) - i64::from(ll.0) + 1).unwrap_or(0);
+    let height = u32::try_from(i64::from(ur.1) - i64::from(ll.1) + 1).unwrap_or(0);
+    let mut renderer = Renderer::new(mode, width, height, io::stdout().lock()).with_colour(true);
+    let (mut cells, mut bytes) = (0u64, 0u64);
+    let result = loop {
+        match images.message().await {
+            Ok(Some(image)) => {
+                cells += 1;
+                bytes += image.img.len() as u64;
+                // The renderer takes the area's own Cartesian coordinates.
+                let x = image.x.saturating_sub(ll.0);
+                let y = image.y.saturating_sub(ll.1);
+                if let Err(e) = renderer.cell(x, y, &image.img) {
+                    break Err(Failure::Setup(format!("cannot draw: {e}")));
+                }
+            }
+            Ok(None) => break Ok(()),
+            Err(status) => break Err(Failure::Call(status)),
+        }
+    };
+    if let Err(e) = renderer.finish() {
+        return Err(Failure::Setup(format!("cannot draw: {e}")));
+    }
+    println!("{}", render::summary(cells, bytes, started.elapsed()));
+    result
+}
+
+// ===== certs =====
+
+fn make_certs(args: &CertsArgs) -> Result<(), Failure> {
+    let mut options = CertOptions::new(&args.out);
+    options.days = args.days;
+    options.extra_sans = args.san.clone();
+    options.force = args.force;
+    let files = certs::generate(&options).map_err(|e| Failure::Setup(e.to_string()))?;
+    for path in files.paths() {
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+// ===== demo =====
+
+/// The classic client's single requests; the last is off the map on purpose.
+const DEMO_CELLS: [(i32, i32); 6] = [(0, 0), (10, 20), (40, 16), (62, 24), (79, 31), (80, 40)];
+
+async fn demo(args: DemoArgs) -> Result<(), Failure> {
+    let files = certs::ensure(&args.certs).map_err(|e| Failure::Setup(e.to_string()))?;
+    let tls_args = TlsArgs {
+        certs: args.certs.clone(),
+        ca: None,
+        cert: None,
+        key: None,
+        plaintext: false,
+    };
+    let transport = server_transport(&tls_args)?;
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| setup("cannot listen on 127.0.0.1", e))?;
+    let addr = listener.local_addr().map_err(|e| setup("listener", e))?;
+    let map = Map::world();
+    let service = MapService::new(
+        map.clone(),
+        &ServiceOptions {
+            send_delay: Duration::from_millis(args.send_delay),
+            img_bytes: 1,
+        },
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(grpc::run(
+        listener,
+        ServerConfig::new(transport),
+        service.router(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    println!(
+        "satellite demo: server on {addr} with mutual TLS (certificates in {})",
+        display(&files.ca_cert)
+    );
+
+    let client_args = ClientArgs {
+        addr: addr.to_string(),
+        tls: tls_args,
+        server_name: Some("localhost".to_owned()),
+        deadline: Some(10_000),
+        metadata: vec!["token=demo".to_owned()],
+    };
+    let (client, options) = client_of(&client_args)?;
+    println!();
+    for (x, y) in DEMO_CELLS {
+        match client.get_image(x, y, &options).await {
+            Ok(image) => println!(
+                "  GetImage({x}, {y}) -> {:?}",
+                String::from_utf8_lossy(&image.img)
+            ),
+            Err(status) if status.code() == grpc::Code::OutOfRange => {
+                println!(
+                    "  GetImage({x}, {y}) -> {}: {}",
+                    status.code(),
+                    status.message()
+                );
+            }
+            Err(status) => return Err(Failure::Call(status)),
+        }
+    }
+    println!(
+        "\n  GetImages((0, 0), ({}, {})):\n",
+        map.width() - 1,
+        map.height() - 1
+    );
+    let streamed = draw_area(
+        &client,
+        (0, 0),
+        (map.width() - 1, map.height() - 1),
+        &CallOptions {
+            timeout: Some(Duration::from_secs(60)),
+            metadata: options.metadata.clone(),
+        },
+        render_mode(args.render),
+    )
+    .await;
+    let _ = stop.send(());
+    match tokio::time::timeout(Duration::from_secs(15), server).await {
+        Ok(Ok(Ok(()))) => println!("server stopped cleanly"),
+        Ok(Ok(Err(e))) => return Err(setup("server", e)),
+        Ok(Err(e)) => return Err(setup("server task", e)),
+        Err(_) => {
+            return Err(Failure::Setup(
+                "the server did not stop within 15 s".to_owned(),
+            ))
+        }
+    }
+    let _ = io::stdout().flush();
+    streamed
+}
+
+fn display(path: &Path) -> String {
+    path.parent()
+        .map_or_else(|| ".".to_owned(), |p| p.display().to_string())
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
