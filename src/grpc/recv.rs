@@ -212,6 +212,12 @@ pub(crate) fn status_from_h2(e: &h2::Error) -> Status {
     if e.is_io() {
         return Status::unavailable(format!("connection lost: {e}"));
     }
+    // A connection error h2 detected itself (the peer sent bytes that are not HTTP/2, such as
+    // a TLS alert to a plaintext client): the connection failed, and open calls get UNAVAILABLE
+    // (GRPC-NOTES §1.1). The table below is for codes the peer sent.
+    if e.is_go_away() && e.is_library() {
+        return Status::unavailable(format!("connection failed: {e}"));
+    }
     if e.is_go_away() && e.reason() == Some(Reason::NO_ERROR) {
         return Status::unavailable("the server is going away");
     }

@@ -1,0 +1,294 @@
+//! The four call kinds end to end over plaintext and mTLS: statuses, metadata, concurrency,
+//! panics and the peer identity.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use futures_util::{stream, StreamExt as _};
+use satellite::grpc::{Channel, Code, Request};
+
+async fn four_kinds(security: Security) {
+    let server = start_server(security).await;
+    let channel = server.channel().await;
+
+    let reply = echo_call(&channel, "hello").await.unwrap();
+    assert_eq!(reply.text, "hello");
+
+    let response = bounded(
+        channel.server_streaming::<_, EchoReply>(COUNT, Request::new(EchoRequest::stream(5, 0))),
+    )
+    .await
+    .unwrap();
+    let mut replies = response.into_inner();
+    let mut indexes = Vec::new();
+    while let Some(reply) = bounded(replies.message()).await.unwrap() {
+        indexes.push(reply.index);
+    }
+    assert_eq!(indexes, vec![0, 1, 2, 3, 4]);
+
+    let requests = stream::iter((1..=4).map(|i| EchoRequest {
+        text: format!("{i}"),
+        count: i,
+        ..EchoRequest::default()
+    }));
+    let sum = bounded(channel.client_streaming::<_, EchoReply, _>(SUM, Request::new(requests)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((sum.index, sum.text.as_str()), (10, "1234"));
+
+    let requests = stream::iter(["a", "b", "c"].map(EchoRequest::text));
+    let response = bounded(channel.bidi_streaming::<_, EchoReply, _>(BIDI, Request::new(requests)))
+        .await
+        .unwrap();
+    let texts: Vec<String> =
+        bounded(response.into_inner().map(|r| r.unwrap().text).collect()).await;
+    assert_eq!(texts, ["a", "b", "c"]);
+
+    assert!(server.live.wait_zero(WAIT).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_call_kinds_plaintext() {
+    four_kinds(Security::Plaintext).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_call_kinds_mtls() {
+    four_kinds(Security::Mtls).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bidi_interleaves_requests_and_replies() {
+    let server = start_server(Security::Plaintext).await;
+    let channel = server.channel().await;
+    let (tx, rx) = tokio::sync::mpsc::channel::<EchoRequest>(1);
+    let requests = tokio_stream_from(rx);
+    let mut replies =
+        bounded(channel.bidi_streaming::<_, EchoReply, _>(BIDI, Request::new(requests)))
+            .await
+            .unwrap()
+            .into_inner();
+    for i in 0..3 {
+        tx.send(EchoRequest::text(format!("m{i}"))).await.unwrap();
+        let reply = bounded(replies.message()).await.unwrap().unwrap();
+        assert_eq!(reply.text, format!("m{i}"));
+    }
+    drop(tx);
+    assert_eq!(bounded(replies.message()).await.unwrap(), None);
+}
+
+fn tokio_stream_from<T: Send + 'static>(
+    mut rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures_core::Stream<Item = T> + Send + 'static {
+    stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+async fn statuses(security: Security) {
+    let server = start_server(security).await;
+    let channel = server.channel().await;
+    for (code, message) in [
+        (Code::InvalidArgument, "bad argument"),
+        (Code::NotFound, "no such thing"),
+        (Code::Internal, SPECIAL_MESSAGE),
+        (Code::Unknown, SPECIAL_MESSAGE),
+        (Code::FailedPrecondition, "100% sure: a=b&c"),
+    ] {
+        let text = format!("status:{}:{message}", code.as_i32());
+        let status = echo_call(&channel, &text).await.unwrap_err();
+        assert_eq!(status.code(), code);
+        assert_eq!(status.message(), message);
+    }
+    // The status also ends streams that have sent messages (status in real trailers).
+    assert!(server.live.wait_zero(WAIT).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_codes_and_special_messages_plaintext() {
+    statuses(Security::Plaintext).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_codes_and_special_messages_mtls() {
+    statuses(Security::Mtls).await;
+}
+
+async fn metadata_both_ways(security: Security) {
+    let server = start_server(security).await;
+    let channel = server.channel().await;
+    let binary = [0_u8, 1, 2, 0xFE, 0xFF, b'\n', b','];
+    let mut request = Request::new(EchoRequest::text("meta"));
+    request
+        .metadata_mut()
+        .insert("x-echo", "initial value")
+        .unwrap();
+    request
+        .metadata_mut()
+        .insert_bin("x-echo-bin", &binary)
+        .unwrap();
+    let response = bounded(channel.unary::<_, EchoReply>(ECHO, request))
+        .await
+        .unwrap();
+    assert_eq!(response.metadata().get("x-echo"), Some("initial value"));
+    assert_eq!(
+        response.trailers().get_bin("x-echo-bin").as_deref(),
+        Some(&binary[..])
+    );
+    // Reserved names never leak into user metadata.
+    assert!(response.trailers().get("grpc-status").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_headers_and_bin_trailers_plaintext() {
+    metadata_both_ways(Security::Plaintext).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_headers_and_bin_trailers_mtls() {
+    metadata_both_ways(Security::Mtls).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousand_concurrent_unary_calls_on_one_channel() {
+    let server = start_server(Security::Plaintext).await;
+    let channel = server.channel().await;
+    let calls = (0..1000).map(|i| {
+        let channel = channel.clone();
+        tokio::spawn(async move {
+            let reply = echo_call(&channel, &format!("call {i}")).await.unwrap();
+            assert_eq!(reply.text, format!("call {i}"));
+        })
+    });
+    let calls: Vec<_> = calls.collect();
+    for call in calls {
+        bounded(call).await.unwrap();
+    }
+    assert!(server.live.wait_zero(WAIT).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundred_concurrent_server_streams() {
+    let server = start_server(Security::Mtls).await;
+    let channel = server.channel().await;
+    let calls: Vec<_> = (0..100)
+        .map(|_| {
+            let channel = channel.clone();
+            tokio::spawn(async move {
+                let request = EchoRequest {
+                    payload: vec![7; 100],
+                    ..EchoRequest::stream(20, 1)
+                };
+                let mut replies = channel
+                    .server_streaming::<_, EchoReply>(COUNT, Request::new(request))
+                    .await
+                    .unwrap()
+                    .into_inner();
+                let mut n = 0;
+                while let Some(reply) = replies.message().await.unwrap() {
+                    assert_eq!(reply.index, n);
+                    n += 1;
+                }
+                assert_eq!(n, 20);
+            })
+        })
+        .collect();
+    for call in calls {
+        bounded(call).await.unwrap();
+    }
+    assert!(server.live.wait_zero(WAIT).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handler_panic_fails_that_call_alone() {
+    let server = start_server(Security::Plaintext).await;
+    let channel = server.channel().await;
+    let slow = {
+        let channel = channel.clone();
+        tokio::spawn(async move {
+            bounded(channel.unary::<_, EchoReply>(SLEEP, Request::new(EchoRequest::sleep(200))))
+                .await
+        })
+    };
+    let status = echo_call(&channel, "panic").await.unwrap_err();
+    assert_eq!(status.code(), Code::Unknown);
+    // The call in flight on the same connection and later calls are unaffected.
+    assert!(slow.await.unwrap().is_ok());
+    assert_eq!(echo_call(&channel, "after").await.unwrap().text, "after");
+    assert!(server.live.wait_zero(WAIT).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_subject_visible_over_mtls() {
+    let server = start_server(Security::Mtls).await;
+    let channel = server.channel().await;
+    let reply = echo_call(&channel, "who").await.unwrap();
+    assert_eq!(reply.peer, "CN=satellite-client");
+
+    let plain = start_server(Security::Plaintext).await;
+    let reply = echo_call(&plain.channel().await, "who").await.unwrap();
+    assert_eq!(reply.peer, "");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_deadline_on_a_fast_call_is_fine() {
+    let server = start_server(Security::Plaintext).await;
+    let channel: Channel = server.channel().await;
+    let request = Request::new(EchoRequest::sleep(1)).with_timeout(Duration::from_secs(5));
+    let reply = bounded(channel.unary::<_, EchoReply>(SLEEP, request)).await;
+    assert!(reply.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_messages_both_ways() {
+    let server = start_server(Security::Mtls).await;
+    let channel = server.channel().await;
+    let payload: Vec<u8> = (0..3 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
+    let request = EchoRequest {
+        text: "large".into(),
+        payload: payload.clone(),
+        ..EchoRequest::default()
+    };
+    let reply = bounded(channel.unary::<_, EchoReply>(ECHO, Request::new(request)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(reply.payload == payload, "the payload came back changed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_request_is_resource_exhausted() {
+    let server = start_server_with(Security::Plaintext, |config| {
+        config.max_recv_message_size = 1024;
+    })
+    .await;
+    let channel = server.channel().await;
+    let request = EchoRequest {
+        payload: vec![1; 2048],
+        ..EchoRequest::default()
+    };
+    let status = bounded(channel.unary::<_, EchoReply>(ECHO, Request::new(request)))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert_eq!(echo_call(&channel, "small").await.unwrap().text, "small");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_streaming_and_bidi_with_no_requests() {
+    let server = start_server(Security::Plaintext).await;
+    let channel = server.channel().await;
+    let none = stream::iter(Vec::<EchoRequest>::new());
+    let sum = bounded(channel.client_streaming::<_, EchoReply, _>(SUM, Request::new(none)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(sum.index, 0);
+    let none = stream::iter(Vec::<EchoRequest>::new());
+    let mut replies = bounded(channel.bidi_streaming::<_, EchoReply, _>(BIDI, Request::new(none)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(bounded(replies.message()).await.unwrap(), None);
+}

@@ -1,0 +1,297 @@
+//! The server's protocol rules, checked exactly by a raw `h2::client` peer over plaintext.
+//!
+//! Every case runs on one connection and is followed by a good call on that same connection,
+//! so each also shows the connection keeps serving other streams.
+
+mod common;
+
+use std::{net::SocketAddr, time::Duration};
+
+use bytes::Bytes;
+use common::*;
+use h2::client::SendRequest;
+use http::{HeaderValue, StatusCode};
+
+const OK: i32 = 0;
+const DEADLINE_EXCEEDED: i32 = 4;
+const RESOURCE_EXHAUSTED: i32 = 8;
+const UNIMPLEMENTED: i32 = 12;
+const INTERNAL: i32 = 13;
+
+struct Peer {
+    addr: SocketAddr,
+    send: SendRequest<Bytes>,
+    _server: TestServer,
+}
+
+impl Peer {
+    async fn new() -> Self {
+        let server = start_server(Security::Plaintext).await;
+        let send = raw_client(server.addr).await;
+        Self {
+            addr: server.addr,
+            send,
+            _server: server,
+        }
+    }
+
+    fn head(&self, path: &str) -> http::Request<()> {
+        grpc_head(self.addr, path)
+    }
+
+    async fn call(&mut self, head: http::Request<()>, body: Bytes, end: bool) -> RawResponse {
+        raw_call(&mut self.send, head, body, end).await
+    }
+
+    /// A good echo call on the same connection: the connection still serves.
+    async fn assert_still_serves(&mut self) {
+        let head = self.head(ECHO);
+        let response = self
+            .call(head, framed(&EchoRequest::text("still here")), true)
+            .await;
+        assert_ok_with_trailers(&response);
+        let reply: EchoReply = prost::Message::decode(&response.data[5..]).unwrap();
+        assert_eq!(reply.text, "still here");
+    }
+
+    async fn expect_trailers_only(&mut self, head: http::Request<()>, body: Bytes, code: i32) {
+        let response = self.call(head, body, true).await;
+        assert_trailers_only(&response, code);
+        self.assert_still_serves().await;
+    }
+
+    /// Any well-formed failure: Trailers-Only, or headers then trailers with the status.
+    async fn expect_status(&mut self, head: http::Request<()>, body: Bytes, end: bool, code: i32) {
+        let response = self.call(head, body, end).await;
+        assert_eq!(response.head.status, StatusCode::OK, "{response:?}");
+        assert_eq!(response.grpc_status(), Some(code), "{response:?}");
+        self.assert_still_serves().await;
+    }
+}
+
+fn assert_trailers_only(response: &RawResponse, code: i32) {
+    assert!(response.head_only, "not Trailers-Only: {response:?}");
+    assert_eq!(response.head.status, StatusCode::OK);
+    assert_eq!(
+        response.head.headers.get("content-type"),
+        Some(&HeaderValue::from_static("application/grpc"))
+    );
+    assert_eq!(response.grpc_status(), Some(code), "{response:?}");
+}
+
+fn assert_ok_with_trailers(response: &RawResponse) {
+    assert!(!response.head_only, "{response:?}");
+    assert_eq!(response.head.status, StatusCode::OK);
+    // PROTOCOL-HTTP2.md: grpc-status is in the trailers even for OK (GRPC-NOTES §1.5).
+    let trailers = response.trailers.as_ref().expect("no trailers");
+    assert_eq!(trailers.get("grpc-status").unwrap(), "0");
+    assert_eq!(response.grpc_status(), Some(OK));
+    assert!(response.head.headers.get("grpc-status").is_none());
+}
+
+fn raw_frame(flag: u8, payload: &[u8]) -> Bytes {
+    let mut out = vec![flag];
+    out.extend_from_slice(&u32::try_from(payload.len()).unwrap().to_be_bytes());
+    out.extend_from_slice(payload);
+    out.into()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_is_405() {
+    let mut peer = Peer::new().await;
+    let mut head = peer.head(ECHO);
+    *head.method_mut() = http::Method::GET;
+    let response = peer.call(head, Bytes::new(), true).await;
+    assert_eq!(response.head.status, StatusCode::METHOD_NOT_ALLOWED);
+    peer.assert_still_serves().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_plain_is_415() {
+    let mut peer = Peer::new().await;
+    let mut head = peer.head(ECHO);
+    head.headers_mut()
+        .insert("content-type", HeaderValue::from_static("text/plain"));
+    let response = peer.call(head, framed(&EchoRequest::text("x")), true).await;
+    assert_eq!(response.head.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    peer.assert_still_serves().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_method_and_service_are_trailers_only_unimplemented() {
+    let mut peer = Peer::new().await;
+    for path in ["/test.Echo/Nope", "/no.Such/Service"] {
+        let head = peer.head(path);
+        peer.expect_trailers_only(head, framed(&EchoRequest::text("x")), UNIMPLEMENTED)
+            .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzip_encoding_is_unimplemented_with_accept_encoding() {
+    let mut peer = Peer::new().await;
+    let mut head = peer.head(ECHO);
+    head.headers_mut()
+        .insert("grpc-encoding", HeaderValue::from_static("gzip"));
+    let response = peer.call(head, framed(&EchoRequest::text("x")), true).await;
+    assert_trailers_only(&response, UNIMPLEMENTED);
+    assert!(response.head.headers.contains_key("grpc-accept-encoding"));
+    peer.assert_still_serves().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unary_with_zero_or_two_messages_is_unimplemented() {
+    let mut peer = Peer::new().await;
+    // Pinned: statuscodes.md names UNIMPLEMENTED for a cardinality violation (GRPC-NOTES §1.3).
+    let head = peer.head(ECHO);
+    peer.expect_status(head, Bytes::new(), true, UNIMPLEMENTED)
+        .await;
+    let mut two = framed(&EchoRequest::text("one")).to_vec();
+    two.extend_from_slice(&framed(&EchoRequest::text("two")));
+    let head = peer.head(ECHO);
+    peer.expect_status(head, two.into(), true, UNIMPLEMENTED)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_messages_are_internal() {
+    let mut peer = Peer::new().await;
+    let good = EchoRequest::text("x");
+    let good = prost::Message::encode_to_vec(&good);
+    let cases: [(&str, Bytes); 4] = [
+        // A string field that claims 5 bytes and has 1.
+        ("garbage protobuf", raw_frame(0, &[0x0A, 0x05, b'a'])),
+        ("compressed flag without grpc-encoding", raw_frame(1, &good)),
+        ("flag 2", raw_frame(2, &good)),
+        (
+            "truncated by END_STREAM",
+            raw_frame(0, &good).slice(..4 + good.len()),
+        ),
+    ];
+    for (what, body) in cases {
+        let head = peer.head(ECHO);
+        let response = peer.call(head, body, true).await;
+        assert_eq!(
+            response.grpc_status(),
+            Some(INTERNAL),
+            "{what}: {response:?}"
+        );
+        peer.assert_still_serves().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_gib_length_is_resource_exhausted_promptly() {
+    let mut peer = Peer::new().await;
+    let head = peer.head(ECHO);
+    let body = Bytes::from_static(&[0x00, 0xFF, 0xFF, 0xFF, 0xFF]);
+    // No END_STREAM: the server must answer from the prefix alone.
+    let response = tokio::time::timeout(Duration::from_secs(2), peer.call(head, body, false))
+        .await
+        .expect("no prompt answer to a 4 GiB length prefix");
+    assert_eq!(response.head.status, StatusCode::OK);
+    assert_eq!(
+        response.grpc_status(),
+        Some(RESOURCE_EXHAUSTED),
+        "{response:?}"
+    );
+    peer.assert_still_serves().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_grpc_timeout_is_internal() {
+    let mut peer = Peer::new().await;
+    let mut head = peer.head(ECHO);
+    head.headers_mut().insert(
+        "grpc-timeout",
+        HeaderValue::from_static("12345678901234567890m"),
+    );
+    peer.expect_trailers_only(head, framed(&EchoRequest::text("x")), INTERNAL)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn well_formed_grpc_timeout_is_accepted() {
+    let mut peer = Peer::new().await;
+    let mut head = peer.head(ECHO);
+    head.headers_mut()
+        .insert("grpc-timeout", HeaderValue::from_static("10S"));
+    let response = peer.call(head, framed(&EchoRequest::text("x")), true).await;
+    assert_ok_with_trailers(&response);
+    // And a tiny one that has passed by the time the server looks: DEADLINE_EXCEEDED.
+    let mut head = peer.head(SLEEP);
+    head.headers_mut()
+        .insert("grpc-timeout", HeaderValue::from_static("1n"));
+    peer.expect_status(
+        head,
+        framed(&EchoRequest::sleep(1000)),
+        true,
+        DEADLINE_EXCEEDED,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_te_is_tolerated() {
+    let mut peer = Peer::new().await;
+    let mut head = peer.head(ECHO);
+    head.headers_mut().remove("te");
+    let response = peer
+        .call(head, framed(&EchoRequest::text("no te")), true)
+        .await;
+    assert_ok_with_trailers(&response);
+    peer.assert_still_serves().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn successful_responses_carry_grpc_status_in_trailers() {
+    let mut peer = Peer::new().await;
+    let head = peer.head(ECHO);
+    let response = peer.call(head, framed(&EchoRequest::text("x")), true).await;
+    assert_ok_with_trailers(&response);
+
+    let head = peer.head(COUNT);
+    let response = peer
+        .call(head, framed(&EchoRequest::stream(3, 0)), true)
+        .await;
+    assert_ok_with_trailers(&response);
+
+    // A stream with no messages at all still has headers, then trailers.
+    let head = peer.head(SUM);
+    let response = peer.call(head, Bytes::new(), true).await;
+    assert_ok_with_trailers(&response);
+
+    let mut two = framed(&EchoRequest::text("a")).to_vec();
+    two.extend_from_slice(&framed(&EchoRequest::text("b")));
+    let head = peer.head(BIDI);
+    let response = peer.call(head, two.into(), true).await;
+    assert_ok_with_trailers(&response);
+
+    // Messages split across DATA frames and several in one frame decode the same.
+    let head = peer.head(BIDI);
+    let mut ready = bounded(peer.send.clone().ready()).await.unwrap();
+    let (response, mut stream) = ready.send_request(head, false).unwrap();
+    let mut bytes = framed(&EchoRequest::text("split")).to_vec();
+    bytes.extend_from_slice(&framed(&EchoRequest::text("joined")));
+    for byte in bytes {
+        stream.send_data(Bytes::from(vec![byte]), false).unwrap();
+    }
+    stream.send_data(Bytes::new(), true).unwrap();
+    let response = bounded(response).await.unwrap();
+    let mut body = response.into_body();
+    let mut data = Vec::new();
+    while let Some(chunk) = bounded(body.data()).await {
+        let chunk = chunk.unwrap();
+        let _ = body.flow_control().release_capacity(chunk.len());
+        data.extend_from_slice(&chunk);
+    }
+    let trailers = bounded(body.trailers()).await.unwrap().unwrap();
+    assert_eq!(trailers.get("grpc-status").unwrap(), "0");
+    let first_len = u32::from_be_bytes(data[1..5].try_into().unwrap()) as usize;
+    let first: EchoReply = prost::Message::decode(&data[5..5 + first_len]).unwrap();
+    let second: EchoReply = prost::Message::decode(&data[10 + first_len..]).unwrap();
+    assert_eq!(
+        (first.text.as_str(), second.text.as_str()),
+        ("split", "joined")
+    );
+}
