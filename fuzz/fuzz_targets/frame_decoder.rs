@@ -1,0 +1,4 @@
+#![no_main]
+//! Fuzz target: see `satellite::grpc::fuzzing::frame_decoder` for the input layout and invariants.
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| satellite::grpc::fuzzing::frame_decoder(data));
