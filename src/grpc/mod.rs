@@ -22,8 +22,10 @@ pub mod error;
 pub mod frame;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod health;
 pub mod metadata;
 pub mod recv;
+pub mod reflection;
 pub mod request;
 mod send;
 pub mod server;

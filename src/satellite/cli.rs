@@ -19,10 +19,13 @@ use crate::app::{
     client::{CallOptions, SatelliteClient},
     map::Map,
     render::{self, RenderMode, Renderer},
-    service::{MapService, ServiceOptions},
+    service::{MapService, ServiceOptions, SERVICE_NAME},
+    FILE_DESCRIPTOR_SET,
 };
 use crate::grpc::{
     self,
+    health::{pb::health_check_response::ServingStatus, HealthReporter},
+    reflection::Reflection,
     tls::{self, Identity, Roots},
     Channel, Endpoint, Metadata, ServerConfig, Status, Transport,
 };
@@ -95,6 +98,10 @@ struct ServeArgs {
     /// Seconds calls in flight may take to finish after Ctrl-C or SIGTERM.
     #[arg(long, default_value_t = 10)]
     grace: u64,
+    /// Also serve the health service alone, in plaintext, on this port of the same address
+    /// (for probes that cannot present a client certificate, such as Kubernetes').
+    #[arg(long)]
+    health_port: Option<u16>,
 }
 
 #[derive(Debug, Args)]
@@ -269,10 +276,66 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
     let mut config = ServerConfig::new(transport);
     config.shutdown_grace = Duration::from_secs(args.grace);
     let addr = listener.local_addr().map_err(|e| setup("listener", e))?;
+
+    let health = HealthReporter::new();
+    health.set_status(SERVICE_NAME, ServingStatus::Serving);
+    let reflection = Reflection::new(
+        FILE_DESCRIPTOR_SET,
+        &[
+            SERVICE_NAME,
+            HEALTH_SERVICE,
+            REFLECTION_V1,
+            REFLECTION_V1ALPHA,
+        ],
+    )
+    .map_err(|e| setup("reflection", e))?;
+    let router = service
+        .router()
+        .merge(health.router())
+        .merge(reflection.router());
+
+    // One signal stops both listeners; health turns NOT_SERVING first so that probes and load
+    // balancers stop sending before the GOAWAY.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let health_server = match args.health_port {
+        None => None,
+        Some(port) => {
+            let health_addr = SocketAddr::new(args.addr.ip(), port);
+            let health_listener = TcpListener::bind(health_addr).await.map_err(|e| {
+                setup(
+                    &format!("cannot listen on {health_addr} (--health-port)"),
+                    e,
+                )
+            })?;
+            tracing::info!(addr = %health_addr, "serving health checks in plaintext");
+            let mut health_config = ServerConfig::new(Transport::Plaintext);
+            health_config.shutdown_grace = config.shutdown_grace;
+            Some(tokio::spawn(grpc::run(
+                health_listener,
+                health_config,
+                health.router(),
+                stopped(stop_rx.clone()),
+            )))
+        }
+    };
+    let signals = {
+        let health = health.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            health.shutdown();
+            let _ = stop_tx.send(true);
+        })
+    };
     tracing::info!(%addr, mode, width = service.map().width(), height = service.map().height(), "serving the map");
-    grpc::run(listener, config, service.router(), shutdown_signal())
-        .await
-        .map_err(|e| setup("server", e))?;
+    let served = grpc::run(listener, config, router, stopped(stop_rx)).await;
+    signals.abort();
+    if let Some(health_server) = health_server {
+        let _ = health_server.await;
+    }
+    served.map_err(|e| setup("server", e))?;
     tracing::info!("server stopped");
     Ok(())
 }
@@ -308,6 +371,11 @@ fn setup_tls(e: &grpc::Error) -> Failure {
     }
     Failure::Setup(text)
 }
+
+/// Service names listed by reflection besides the map's.
+const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
+const REFLECTION_V1: &str = "grpc.reflection.v1.ServerReflection";
+const REFLECTION_V1ALPHA: &str = "grpc.reflection.v1alpha.ServerReflection";
 
 /// Completes on Ctrl-C or SIGTERM.
 async fn shutdown_signal() {

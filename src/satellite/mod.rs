@@ -15,4 +15,4 @@ pub mod pb {
 
 /// The encoded `FileDescriptorSet` of `proto/satellite.proto`, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/satellite_descriptor.bin"));
+    include_bytes!(concat!(env!("OUT_DIR"), "/descriptor_set.bin"));

@@ -20,6 +20,8 @@ use crate::app::{
 };
 use crate::grpc::{Request, Response, Router, Status};
 
+/// The service's full name, as health checks and reflection list it.
+pub const SERVICE_NAME: &str = "satellite.Satellite";
 /// Full path of the unary method; stock clients hard-code it.
 pub const GET_IMAGE: &str = "/satellite.Satellite/GetImage";
 /// Full path of the server-streaming method.
