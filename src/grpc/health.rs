@@ -128,10 +128,11 @@ impl HealthReporter {
         stream::unfold((receiver, true), move |(mut receiver, first)| {
             let closing = closing.clone();
             async move {
-                if !first && !receiver.has_changed().unwrap_or(false) {
-                    if closing.load(Ordering::SeqCst) || receiver.changed().await.is_err() {
-                        return None;
-                    }
+                if !first
+                    && !receiver.has_changed().unwrap_or(false)
+                    && (closing.load(Ordering::SeqCst) || receiver.changed().await.is_err())
+                {
+                    return None;
                 }
                 let status = *receiver.borrow_and_update();
                 let response = HealthCheckResponse {
