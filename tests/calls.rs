@@ -292,3 +292,22 @@ async fn client_streaming_and_bidi_with_no_requests() {
         .into_inner();
     assert_eq!(bounded(replies.message()).await.unwrap(), None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channel_reconnects_after_the_server_restarts() {
+    let mut server = start_server(Security::Plaintext).await;
+    let addr = server.addr;
+    let channel = server.channel().await;
+    assert_eq!(echo_call(&channel, "one").await.unwrap().text, "one");
+    server.trigger_shutdown();
+    bounded(&mut server.handle).await.unwrap().unwrap();
+    drop(server);
+
+    // Nothing listens: the call fails fast with UNAVAILABLE.
+    let status = echo_call(&channel, "down").await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let _server = serve_on(listener, Security::Plaintext, |_| {});
+    assert_eq!(echo_call(&channel, "two").await.unwrap().text, "two");
+}

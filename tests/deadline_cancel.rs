@@ -185,3 +185,29 @@ async fn oversized_response_is_resource_exhausted_on_the_client() {
     drop(replies);
     assert!(server.live.wait_zero(PROMPTLY).await, "handler still alive");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_client_streaming_call_cancels_the_handler() {
+    let server = start_server(Security::Plaintext).await;
+    let channel = server.channel().await;
+    let requests = stream::iter([EchoRequest::text("one")]).chain(stream::pending());
+    let call = channel.client_streaming::<_, EchoReply, _>(SUM, Request::new(requests));
+    assert!(tokio::time::timeout(Duration::from_millis(200), call)
+        .await
+        .is_err());
+    assert!(server.live.wait_zero(PROMPTLY).await, "handler still alive");
+    assert_eq!(echo_call(&channel, "after").await.unwrap().text, "after");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_streaming_deadline_while_still_sending() {
+    let server = start_server(Security::Plaintext).await;
+    let channel = server.channel().await;
+    let requests = stream::iter([EchoRequest::text("one")]).chain(stream::pending());
+    let request = Request::new(requests).with_timeout(Duration::from_millis(200));
+    let status = bounded(channel.client_streaming::<_, EchoReply, _>(SUM, request))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(server.live.wait_zero(PROMPTLY).await, "handler still alive");
+}

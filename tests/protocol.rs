@@ -295,3 +295,257 @@ async fn successful_responses_carry_grpc_status_in_trailers() {
         ("split", "joined")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_empty_messages_are_counted() {
+    let mut peer = Peer::new().await;
+    let mut body = framed(&EchoRequest {
+        count: 7,
+        ..EchoRequest::default()
+    })
+    .to_vec();
+    for _ in 0..10_000 {
+        body.extend_from_slice(&[0, 0, 0, 0, 0]);
+    }
+    let head = peer.head(SUM);
+    let response = peer.call(head, body.into(), true).await;
+    assert_ok_with_trailers(&response);
+    let reply: EchoReply = prost::Message::decode(&response.data[5..]).unwrap();
+    assert_eq!(reply.index, 7);
+    peer.assert_still_serves().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_request_headers_fail_that_call_alone() {
+    let server = start_server(Security::Plaintext).await;
+    let channel = server.channel().await;
+    let mut request = satellite::grpc::Request::new(EchoRequest::text("big"));
+    let big = "v".repeat(20 * 1024);
+    request.metadata_mut().insert("x-big", &big).unwrap();
+    let status = bounded(channel.unary::<_, EchoReply>(ECHO, request))
+        .await
+        .unwrap_err();
+    // h2 answers 431 itself; http-grpc-status-mapping.md maps 431 to INTERNAL.
+    assert_eq!(status.code(), satellite::grpc::Code::Internal, "{status:?}");
+    assert_eq!(echo_call(&channel, "after").await.unwrap().text, "after");
+}
+
+// ===== the client's rules, against a scripted h2 server =====
+
+/// One scripted answer: gets the request head and the responder, returns false to close the
+/// connection at once.
+type Script = fn(&http::request::Parts, h2::server::SendResponse<Bytes>) -> bool;
+
+/// A raw h2 server answering every call with `script`.
+async fn scripted_server(script: Script) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let Ok(mut connection) = h2::server::handshake(tcp).await else {
+                    return;
+                };
+                while let Some(Ok((request, respond))) = connection.accept().await {
+                    let (head, _body) = request.into_parts();
+                    if !script(&head, respond) {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+fn grpc_headers(status: u16) -> http::Response<()> {
+    http::Response::builder()
+        .status(status)
+        .header("content-type", "application/grpc")
+        .body(())
+        .unwrap()
+}
+
+fn trailers(code: &'static str) -> http::HeaderMap {
+    let mut map = http::HeaderMap::new();
+    map.insert("grpc-status", HeaderValue::from_static(code));
+    map
+}
+
+async fn client_sees(script: Script) -> satellite::grpc::Status {
+    let addr = scripted_server(script).await;
+    let channel = plaintext_channel(addr).await;
+    echo_call(&channel, "x").await.unwrap_err()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_maps_http_status_without_grpc_status() {
+    use satellite::grpc::Code;
+    let status = client_sees(|_, mut respond| {
+        let response = http::Response::builder().status(503).body(()).unwrap();
+        respond.send_response(response, true).unwrap();
+        true
+    })
+    .await;
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    let status = client_sees(|_, mut respond| {
+        let response = http::Response::builder().status(404).body(()).unwrap();
+        respond.send_response(response, true).unwrap();
+        true
+    })
+    .await;
+    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
+    // grpc-status wins over :status.
+    let status = client_sees(|_, mut respond| {
+        let mut response = grpc_headers(503);
+        response
+            .headers_mut()
+            .insert("grpc-status", HeaderValue::from_static("5"));
+        respond.send_response(response, true).unwrap();
+        true
+    })
+    .await;
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_reads_trailers_only_status_and_message() {
+    let status = client_sees(|_, mut respond| {
+        let mut response = grpc_headers(200);
+        let headers = response.headers_mut();
+        headers.insert("grpc-status", HeaderValue::from_static("9"));
+        headers.insert("grpc-message", HeaderValue::from_static("caf%C3%A9%20%25"));
+        respond.send_response(response, true).unwrap();
+        true
+    })
+    .await;
+    assert_eq!(status.code(), satellite::grpc::Code::FailedPrecondition);
+    assert_eq!(status.message(), "café %");
+}
+
+// Regression: a headers-only 200 response with END_STREAM and no grpc-status was reported as
+// INTERNAL ("closed the stream without sending trailers") instead of UNKNOWN.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_without_grpc_status_is_unknown_or_internal() {
+    use satellite::grpc::Code;
+    // http-grpc-status-mapping.md: :status 200, END_STREAM and no grpc-status is UNKNOWN.
+    let status = client_sees(|_, mut respond| {
+        respond.send_response(grpc_headers(200), true).unwrap();
+        true
+    })
+    .await;
+    assert_eq!(status.code(), Code::Unknown, "{status:?}");
+    // Not gRPC at all.
+    let status = client_sees(|_, mut respond| {
+        let response = http::Response::builder()
+            .status(200)
+            .header("content-type", "text/html")
+            .body(())
+            .unwrap();
+        respond.send_response(response, true).unwrap();
+        true
+    })
+    .await;
+    assert_eq!(status.code(), Code::Unknown, "{status:?}");
+    // Trailers without grpc-status.
+    let status = client_sees(|_, mut respond| {
+        let mut send = respond.send_response(grpc_headers(200), false).unwrap();
+        send.send_data(framed(&EchoReply::default()), false)
+            .unwrap();
+        send.send_trailers(http::HeaderMap::new()).unwrap();
+        true
+    })
+    .await;
+    assert_eq!(status.code(), Code::Unknown, "{status:?}");
+    // A body ended by END_STREAM on DATA, without trailers (grpc-go says INTERNAL).
+    let status = client_sees(|_, mut respond| {
+        let mut send = respond.send_response(grpc_headers(200), false).unwrap();
+        send.send_data(framed(&EchoReply::default()), true).unwrap();
+        true
+    })
+    .await;
+    assert_eq!(status.code(), Code::Internal, "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_checks_response_cardinality_and_framing() {
+    use satellite::grpc::Code;
+    let status = client_sees(|_, mut respond| {
+        let mut send = respond.send_response(grpc_headers(200), false).unwrap();
+        send.send_trailers(trailers("0")).unwrap();
+        true
+    })
+    .await;
+    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
+    let status = client_sees(|_, mut respond| {
+        let mut send = respond.send_response(grpc_headers(200), false).unwrap();
+        let mut two = framed(&EchoReply::default()).to_vec();
+        two.extend_from_slice(&framed(&EchoReply::default()));
+        send.send_data(two.into(), false).unwrap();
+        send.send_trailers(trailers("0")).unwrap();
+        true
+    })
+    .await;
+    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
+    let status = client_sees(|_, mut respond| {
+        let mut send = respond.send_response(grpc_headers(200), false).unwrap();
+        send.send_data(Bytes::from_static(&[0, 0, 0, 0, 9, 1]), false)
+            .unwrap();
+        send.send_trailers(trailers("0")).unwrap();
+        true
+    })
+    .await;
+    assert_eq!(status.code(), Code::Internal, "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_maps_rst_stream_codes() {
+    use satellite::grpc::Code;
+    let status = client_sees(|_, mut respond| {
+        respond.send_reset(h2::Reason::REFUSED_STREAM);
+        true
+    })
+    .await;
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    let status = client_sees(|_, mut respond| {
+        respond.send_reset(h2::Reason::CANCEL);
+        true
+    })
+    .await;
+    assert_eq!(status.code(), Code::Cancelled, "{status:?}");
+    let status = client_sees(|_, mut respond| {
+        respond.send_reset(h2::Reason::ENHANCE_YOUR_CALM);
+        true
+    })
+    .await;
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    let status = client_sees(|_, mut respond| {
+        respond.send_reset(h2::Reason::INTERNAL_ERROR);
+        true
+    })
+    .await;
+    assert_eq!(status.code(), Code::Internal, "{status:?}");
+    // RST_STREAM(NO_ERROR) before the trailers: INTERNAL.
+    let status = client_sees(|_, mut respond| {
+        let mut send = respond.send_response(grpc_headers(200), false).unwrap();
+        send.send_data(framed(&EchoReply::default()), false)
+            .unwrap();
+        send.send_reset(h2::Reason::NO_ERROR);
+        true
+    })
+    .await;
+    assert_eq!(status.code(), Code::Internal, "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_sees_a_dropped_connection_as_unavailable() {
+    let status = client_sees(|_, _| false).await;
+    assert_eq!(
+        status.code(),
+        satellite::grpc::Code::Unavailable,
+        "{status:?}"
+    );
+}

@@ -168,3 +168,51 @@ async fn plaintext_client_to_tls_port_fails_cleanly() {
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     assert_good_client_works(&server, &good).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_offering_only_http11_alpn_is_rejected() {
+    let server = start_server(Security::Mtls).await;
+    let good = server.channel().await;
+    let config =
+        satellite::grpc::tls::client_config(&server.roots(), Some(&server.client_identity()))
+            .unwrap();
+    let mut config = (*config).clone();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let endpoint = Endpoint::new(server.addr.to_string())
+        .tls(std::sync::Arc::new(config))
+        .server_name("localhost")
+        .connect_timeout(Duration::from_secs(5));
+    let channel = Channel::lazy(endpoint).unwrap();
+    assert_rejected(&channel, "http/1.1-only ALPN").await;
+    assert_good_client_works(&server, &good).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_peer_is_closed_after_the_handshake_timeout() {
+    use tokio::io::AsyncReadExt as _;
+    for security in [Security::Mtls, Security::Plaintext] {
+        let server = start_server_with(security, |config| {
+            config.handshake_timeout = Duration::from_millis(200);
+        })
+        .await;
+        let mut silent = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        let good = server.channel().await;
+        assert_eq!(echo_call(&good, "good").await.unwrap().text, "good");
+        // The server gives up on the silent peer: its socket reaches EOF (or a reset).
+        let mut buf = [0_u8; 1024];
+        let closed = tokio::time::timeout(Duration::from_secs(3), async {
+            loop {
+                match silent.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(
+            closed.is_ok(),
+            "{security:?}: a silent peer held its connection"
+        );
+        assert_eq!(echo_call(&good, "still").await.unwrap().text, "still");
+    }
+}

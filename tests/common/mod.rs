@@ -328,6 +328,16 @@ pub async fn start_server_with(
     security: Security,
     configure: impl FnOnce(&mut ServerConfig),
 ) -> TestServer {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    serve_on(listener, security, configure)
+}
+
+/// Serves the test service on a listener the test bound (to restart on the same port).
+pub fn serve_on(
+    listener: TcpListener,
+    security: Security,
+    configure: impl FnOnce(&mut ServerConfig),
+) -> TestServer {
     let pki = pki();
     let transport = match security {
         Security::Plaintext => Transport::Plaintext,
@@ -342,7 +352,6 @@ pub async fn start_server_with(
     configure(&mut config);
     let live = Live::default();
     let produced = Arc::new(AtomicUsize::new(0));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel::<()>();
     let shutdown = async move {

@@ -232,6 +232,13 @@ impl Channel {
                 "the response is not gRPC (content-type is missing or wrong)",
             ));
         }
+        // http-grpc-status-mapping.md: a 200 response that ends with its head and carries no
+        // grpc-status is UNKNOWN (GRPC-NOTES §1.6), not a body that lost its trailers.
+        if status.is_none() && body.is_end_stream() {
+            return Err(Status::unknown(
+                "the response ended with its headers and carries no grpc-status",
+            ));
+        }
         let metadata = Metadata::from_headers(&head.headers);
         let max = self.inner.endpoint.max_recv_message_size;
         match status {
