@@ -33,6 +33,10 @@ pub mod status;
 pub mod timeout;
 pub mod tls;
 
+/// The `tracing` target of wire-level events (headers, each message, trailers), all at debug:
+/// enable it with a filter such as `wire=debug`. When it is off each event costs one check.
+pub const WIRE_TARGET: &str = "wire";
+
 pub use client::{Channel, Endpoint};
 pub use error::Error;
 pub use metadata::Metadata;

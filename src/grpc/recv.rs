@@ -25,6 +25,7 @@ use crate::grpc::{
     frame::{FrameDecoder, FrameError},
     metadata::Metadata,
     status::Status,
+    WIRE_TARGET,
 };
 
 /// A stream of incoming messages of type `T`: a request stream on the server, a response
@@ -119,6 +120,7 @@ impl<T: prost::Message + Default> Streaming<T> {
             }
             match self.decoder.next_frame() {
                 Ok(Some(frame)) => {
+                    tracing::debug!(target: WIRE_TARGET, direction = "recv", size = frame.payload.len(), compressed = frame.compressed, "message");
                     return match codec::decode(frame.payload) {
                         Ok(msg) => Poll::Ready(Ok(Some(msg))),
                         Err(status) => self.fail(status),
@@ -154,6 +156,7 @@ impl<T: prost::Message + Default> Streaming<T> {
                         Err(e) => return self.fail(status_from_h2(&e)),
                     };
                     self.state = State::Done;
+                    tracing::debug!(target: WIRE_TARGET, ?trailers, "recv trailers");
                     let status = Status::from_headers(&trailers)
                         .unwrap_or_else(|| Status::unknown("trailers carry no grpc-status"));
                     self.trailers = Some(Metadata::from_headers(&trailers));

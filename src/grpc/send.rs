@@ -21,7 +21,7 @@ use futures_core::Stream;
 use h2::{Reason, SendStream};
 use tokio::time::Sleep;
 
-use crate::grpc::{codec, status::Status};
+use crate::grpc::{codec, frame::PREFIX_LEN, status::Status, WIRE_TARGET};
 
 /// Stop filling the buffer at this size and write it out: large enough to amortise DATA
 /// frames (h2 splits it into max-frame-size pieces), small enough to bound memory per stream.
@@ -60,7 +60,10 @@ impl MessageSink {
 
     /// Encodes one message into the outgoing buffer (not yet sent).
     pub(crate) fn encode<M: prost::Message>(&mut self, msg: &M) -> Result<(), Status> {
-        codec::encode(msg, &mut self.buf, self.max_message_size)
+        let before = self.buf.len();
+        codec::encode(msg, &mut self.buf, self.max_message_size)?;
+        tracing::debug!(target: WIRE_TARGET, direction = "send", size = self.buf.len() - before - PREFIX_LEN, compressed = false, "message");
+        Ok(())
     }
 
     /// Bytes encoded but not yet handed to h2.

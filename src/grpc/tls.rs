@@ -132,6 +132,8 @@ pub fn server_config(
             Error::tls("the server certificate and key do not form a valid identity").with(e)
         })?;
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    // Honours SSLKEYLOGFILE (and does nothing without it), so a capture can be decrypted.
+    config.key_log = Arc::new(rustls::KeyLogFile::new());
     Ok(Arc::new(config))
 }
 
@@ -156,6 +158,7 @@ pub fn client_config(
         None => builder.with_no_client_auth(),
     };
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    config.key_log = Arc::new(rustls::KeyLogFile::new());
     Ok(Arc::new(config))
 }
 

@@ -37,6 +37,9 @@ pub struct Cli {
     /// Log filter, as in RUST_LOG ("info", "satellite=debug", ...).
     #[arg(long, global = true, default_value = "info")]
     pub log: String,
+    /// Log every call's headers, messages (direction, size, compressed flag) and trailers.
+    #[arg(long, global = true)]
+    pub trace_wire: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -102,6 +105,57 @@ struct ServeArgs {
     /// (for probes that cannot present a client certificate, such as Kubernetes').
     #[arg(long)]
     health_port: Option<u16>,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+/// Connection management and limits; defaults are the runtime's (see `ServerConfig`).
+#[derive(Debug, Args)]
+struct LimitArgs {
+    /// Open connections at once; more wait in the kernel's backlog.
+    #[arg(long, default_value_t = 10_000)]
+    max_connections: usize,
+    /// Concurrent streams (calls) per connection, advertised in SETTINGS.
+    #[arg(long, default_value_t = 128)]
+    max_concurrent_streams: u32,
+    /// Largest message accepted or sent, in bytes.
+    #[arg(long, default_value_t = 4 * 1024 * 1024)]
+    max_message_size: usize,
+    /// Seconds allowed for the TLS handshake and the HTTP/2 preface.
+    #[arg(long, default_value_t = 10)]
+    handshake_timeout: u64,
+    /// Seconds between keepalive pings on a connection (0 disables).
+    #[arg(long, default_value_t = 7200)]
+    keepalive_interval: u64,
+    /// Seconds to wait for a keepalive ping's answer before closing.
+    #[arg(long, default_value_t = 20)]
+    keepalive_timeout: u64,
+    /// Close connections with no call for this many seconds (0: never).
+    #[arg(long, default_value_t = 0)]
+    max_connection_idle: u64,
+    /// Close connections after this many seconds, +-10 % jitter (0: never).
+    #[arg(long, default_value_t = 0)]
+    max_connection_age: u64,
+    /// Seconds calls in flight may take after an idle or age GOAWAY.
+    #[arg(long, default_value_t = 10)]
+    max_connection_age_grace: u64,
+}
+
+impl LimitArgs {
+    fn apply(&self, config: &mut ServerConfig) {
+        let secs = Duration::from_secs;
+        let optional = |s: u64| (s > 0).then(|| secs(s));
+        config.max_connections = self.max_connections;
+        config.max_concurrent_streams = self.max_concurrent_streams;
+        config.max_recv_message_size = self.max_message_size;
+        config.max_send_message_size = self.max_message_size;
+        config.handshake_timeout = secs(self.handshake_timeout);
+        config.keepalive_interval = optional(self.keepalive_interval);
+        config.keepalive_timeout = secs(self.keepalive_timeout);
+        config.max_connection_idle = optional(self.max_connection_idle);
+        config.max_connection_age = optional(self.max_connection_age);
+        config.max_connection_age_grace = secs(self.max_connection_age_grace);
+    }
 }
 
 #[derive(Debug, Args)]
@@ -190,10 +244,15 @@ struct DemoArgs {
 impl Cli {
     /// The log filter to use: the demo keeps the server's per-call lines out of its drawing
     /// unless a filter was asked for.
-    pub fn log_filter(&self) -> &str {
-        match self.command {
+    pub fn log_filter(&self) -> String {
+        let base = match self.command {
             Command::Demo(_) if self.log == "info" => "warn",
             _ => &self.log,
+        };
+        if self.trace_wire {
+            format!("{base},{}=debug", grpc::WIRE_TARGET)
+        } else {
+            base.to_owned()
         }
     }
 }
@@ -275,6 +334,10 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         .map_err(|e| setup(&format!("cannot listen on {}", args.addr), e))?;
     let mut config = ServerConfig::new(transport);
     config.shutdown_grace = Duration::from_secs(args.grace);
+    args.limits.apply(&mut config);
+    config
+        .validate()
+        .map_err(|e| Failure::Setup(error_chain(&e)))?;
     let addr = listener.local_addr().map_err(|e| setup("listener", e))?;
 
     let health = HealthReporter::new();

@@ -19,7 +19,7 @@ use crate::grpc::{
     request::{Request, Response},
     send::{MessageSink, PipeEnd},
     status::Status,
-    timeout,
+    timeout, WIRE_TARGET,
 };
 
 /// Sent on every call; grpcio-style `grpc-<lang>/<version>`.
@@ -199,6 +199,7 @@ impl Channel {
             headers.insert("grpc-timeout", value);
         }
         request.metadata().add_to_headers(headers);
+        tracing::debug!(target: WIRE_TARGET, uri = %head.uri(), headers = ?head.headers(), "send headers");
         Ok(head)
     }
 
@@ -217,6 +218,7 @@ impl Channel {
         };
         let response = response.map_err(|e| status_from_h2(&e))?;
         let (head, body) = response.into_parts();
+        tracing::debug!(target: WIRE_TARGET, status = %head.status, headers = ?head.headers, "recv headers");
         let status = Status::from_headers(&head.headers);
         // http-grpc-status-mapping.md: grpc-status wins whatever :status says; without it a
         // non-200 answer maps from the HTTP status.

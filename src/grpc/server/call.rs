@@ -26,7 +26,7 @@ use crate::grpc::{
     send::{MessageSink, PipeEnd},
     server::router::{BoxFuture, Router},
     status::Status,
-    timeout,
+    timeout, WIRE_TARGET,
 };
 
 /// `content-type` of every gRPC response we send.
@@ -77,6 +77,7 @@ pub(crate) fn dispatch(
         return None;
     }
     let path = head.uri.path();
+    tracing::debug!(target: WIRE_TARGET, peer = ?peer.addr, %path, headers = ?head.headers, "recv headers");
     let Some(handler) = router.lookup(path) else {
         let status = if router.has_service_of(path) {
             Status::unimplemented(format!("unknown method {path}"))
@@ -349,6 +350,7 @@ fn send_headers(
         .headers_mut()
         .insert(header::CONTENT_TYPE, GRPC_CONTENT_TYPE);
     metadata.add_to_headers(response.headers_mut());
+    tracing::debug!(target: WIRE_TARGET, headers = ?response.headers(), "send headers");
     match respond.send_response(response, false) {
         Ok(stream) => Some(MessageSink::new(stream, limits.max_send)),
         Err(e) => {
@@ -380,6 +382,7 @@ fn finish(sink: MessageSink, end: PipeEnd, trailers: &Metadata) {
     let mut map = HeaderMap::new();
     status.add_to_headers(&mut map);
     trailers.add_to_headers(&mut map);
+    tracing::debug!(target: WIRE_TARGET, trailers = ?map, "send trailers");
     if let Err(e) = sink.send_trailers(map) {
         tracing::debug!(error = %e, "cannot send trailers");
     }
@@ -391,6 +394,7 @@ fn send_trailers_only(
     accept_encoding: Option<&'static str>,
 ) {
     let mut response = status.to_trailers_only();
+    tracing::debug!(target: WIRE_TARGET, headers = ?response.headers(), "send trailers-only");
     if let Some(accept) = accept_encoding {
         response
             .headers_mut()

@@ -1,7 +1,13 @@
 //! One connection: TLS handshake and HTTP/2 handshake under a timeout, then accept streams and
 //! spawn a task per call; on shutdown, GOAWAY and drain within the grace period.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{
+    hash::{BuildHasher as _, Hash as _, Hasher as _},
+    net::SocketAddr,
+    pin::Pin,
+    sync::Arc,
+    time::Duration,
+};
 
 use bytes::Bytes;
 use tokio::{
@@ -9,6 +15,7 @@ use tokio::{
     net::TcpStream,
     sync::watch,
     task::JoinSet,
+    time::{Instant, Sleep},
 };
 
 use crate::grpc::{
@@ -135,30 +142,63 @@ where
         max_send: config.max_send_message_size,
     };
     let mut calls = JoinSet::new();
-    let mut draining = *stop.borrow();
-    if draining {
-        connection.graceful_shutdown();
+    let mut timers = Timers::new(config, &peer);
+    let mut ping_pong = connection.ping_pong();
+    let mut draining = false;
+    if *stop.borrow() {
+        timers.drain(
+            &mut connection,
+            &mut draining,
+            config.shutdown_grace,
+            "shutdown",
+        );
     }
-    let grace = tokio::time::sleep(config.shutdown_grace);
-    let mut grace = std::pin::pin!(grace);
     loop {
         tokio::select! {
             biased;
             changed = stop.changed(), if !draining => {
                 if changed.is_err() || *stop.borrow() {
-                    draining = true;
-                    connection.graceful_shutdown();
-                    grace.as_mut().reset(tokio::time::Instant::now() + config.shutdown_grace);
+                    timers.drain(&mut connection, &mut draining, config.shutdown_grace, "shutdown");
                 }
             }
-            () = &mut grace, if draining => {
+            () = &mut timers.grace, if draining => {
                 tracing::debug!(peer = ?peer.addr, calls = calls.len(), "grace period over; closing");
                 break;
+            }
+            () = &mut timers.age, if timers.age_armed && !draining => {
+                timers.drain(&mut connection, &mut draining, config.max_connection_age_grace, "max connection age");
+            }
+            () = &mut timers.idle, if timers.idle_armed && calls.is_empty() && !draining => {
+                timers.drain(&mut connection, &mut draining, config.max_connection_age_grace, "max connection idle");
+            }
+            () = &mut timers.ping, if timers.keepalive.is_some() && ping_pong.is_some() => {
+                if timers.awaiting_pong {
+                    // A8: no PONG within the timeout means the peer or the path is dead.
+                    tracing::debug!(peer = ?peer.addr, "keepalive ping timed out; closing");
+                    break;
+                }
+                if let (Some(pp), Some((_, timeout))) = (ping_pong.as_mut(), timers.keepalive) {
+                    if pp.send_ping(h2::Ping::opaque()).is_ok() {
+                        timers.awaiting_pong = true;
+                        timers.ping.as_mut().reset(Instant::now() + timeout);
+                    }
+                }
+            }
+            pong = poll_pong(ping_pong.as_mut()), if timers.awaiting_pong => {
+                timers.awaiting_pong = false;
+                if pong.is_err() {
+                    ping_pong = None;
+                } else if let Some((interval, _)) = timers.keepalive {
+                    timers.ping.as_mut().reset(Instant::now() + interval);
+                }
             }
             Some(joined) = calls.join_next(), if !calls.is_empty() => {
                 if let Err(e) = joined {
                     // Handler panics are caught inside the call; this is a bug of ours.
                     tracing::error!(error = %e, "call task failed");
+                }
+                if calls.is_empty() {
+                    timers.rearm_idle(config);
                 }
             }
             accepted = connection.accept() => match accepted {
@@ -177,4 +217,80 @@ where
     }
     // The connection is closed: nothing a call still holds can reach the peer.
     calls.shutdown().await;
+}
+
+/// The timers of one connection: shutdown grace, max age (with jitter), max idle, keepalive.
+struct Timers {
+    grace: Pin<Box<Sleep>>,
+    age: Pin<Box<Sleep>>,
+    age_armed: bool,
+    idle: Pin<Box<Sleep>>,
+    idle_armed: bool,
+    ping: Pin<Box<Sleep>>,
+    keepalive: Option<(Duration, Duration)>,
+    awaiting_pong: bool,
+}
+
+impl Timers {
+    fn new(config: &ServerConfig, peer: &Peer) -> Self {
+        let now = Instant::now();
+        // A9: +-10 % jitter spreads reconnects of connections opened together.
+        let age = config.max_connection_age.map(|age| now + jitter(age, peer));
+        let idle = config.max_connection_idle.map(|idle| now + idle);
+        let keepalive = config
+            .keepalive_interval
+            .map(|i| (i, config.keepalive_timeout));
+        let far = now + Duration::from_secs(86_400 * 365);
+        Self {
+            grace: Box::pin(tokio::time::sleep_until(far)),
+            age: Box::pin(tokio::time::sleep_until(age.unwrap_or(far))),
+            age_armed: age.is_some(),
+            idle: Box::pin(tokio::time::sleep_until(idle.unwrap_or(far))),
+            idle_armed: idle.is_some(),
+            ping: Box::pin(tokio::time::sleep_until(
+                keepalive.map_or(far, |(i, _)| now + i),
+            )),
+            keepalive,
+            awaiting_pong: false,
+        }
+    }
+
+    /// GOAWAY (h2 sends the two-step graceful form), then calls in flight get `grace`.
+    fn drain<IO>(
+        &mut self,
+        connection: &mut h2::server::Connection<IO, Bytes>,
+        draining: &mut bool,
+        grace: Duration,
+        why: &str,
+    ) where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        tracing::debug!(why, "draining the connection");
+        connection.graceful_shutdown();
+        *draining = true;
+        self.grace.as_mut().reset(Instant::now() + grace);
+    }
+
+    fn rearm_idle(&mut self, config: &ServerConfig) {
+        if let Some(idle) = config.max_connection_idle {
+            self.idle.as_mut().reset(Instant::now() + idle);
+        }
+    }
+}
+
+async fn poll_pong(ping_pong: Option<&mut h2::PingPong>) -> Result<h2::Pong, h2::Error> {
+    match ping_pong {
+        Some(pp) => std::future::poll_fn(|cx| pp.poll_pong(cx)).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// `d` scaled by a factor in [0.9, 1.1], from a hash of the peer and the clock (no RNG crate
+/// needed for this).
+fn jitter(d: Duration, peer: &Peer) -> Duration {
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    peer.addr.hash(&mut hasher);
+    std::time::SystemTime::now().hash(&mut hasher);
+    let unit = (hasher.finish() % 2001) as f64 / 1000.0 - 1.0; // [-1, 1]
+    d.mul_f64(1.0 + 0.1 * unit)
 }

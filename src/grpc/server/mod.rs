@@ -69,6 +69,19 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// After shutdown begins, how long calls in flight may take before they are cut off.
     pub shutdown_grace: Duration,
+    /// Ping an open connection this often (A8/A9 server keepalive); `None` disables. 2 h, the
+    /// C-core and grpc-go default: finds dead peers without tripping clients' ping policing.
+    pub keepalive_interval: Option<Duration>,
+    /// A keepalive ping not answered within this closes the connection: 20 s, as C-core.
+    pub keepalive_timeout: Duration,
+    /// Close (GOAWAY) a connection with no call for this long (A9 MAX_CONNECTION_IDLE); off by
+    /// default, as in grpc-go and C-core.
+    pub max_connection_idle: Option<Duration>,
+    /// Close (GOAWAY) a connection after this long, +-10 % jitter (A9 MAX_CONNECTION_AGE), so
+    /// L4 balancers see new connections; off by default.
+    pub max_connection_age: Option<Duration>,
+    /// After an idle or age GOAWAY, how long calls in flight may take (A9 MAX_CONNECTION_AGE_GRACE).
+    pub max_connection_age_grace: Duration,
 }
 
 impl ServerConfig {
@@ -89,6 +102,11 @@ impl ServerConfig {
             handshake_timeout: Duration::from_secs(10),
             max_connections: 10_000,
             shutdown_grace: Duration::from_secs(10),
+            keepalive_interval: Some(Duration::from_secs(2 * 60 * 60)),
+            keepalive_timeout: Duration::from_secs(20),
+            max_connection_idle: None,
+            max_connection_age: None,
+            max_connection_age_grace: Duration::from_secs(10),
         }
     }
 
@@ -152,6 +170,16 @@ impl ServerConfig {
         }
         if self.handshake_timeout.is_zero() {
             return Err(Error::config("handshake_timeout must be positive"));
+        }
+        if self.keepalive_interval.is_some() && self.keepalive_timeout.is_zero() {
+            return Err(Error::config("keepalive_timeout must be positive"));
+        }
+        if self.max_send_message_size == 0 || self.max_send_message_size > u32::MAX as usize {
+            return Err(Error::config(format!(
+                "max_send_message_size = {} is outside 1..={}",
+                self.max_send_message_size,
+                u32::MAX
+            )));
         }
         Ok(())
     }
