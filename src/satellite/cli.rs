@@ -105,6 +105,9 @@ struct ServeArgs {
     /// (for probes that cannot present a client certificate, such as Kubernetes').
     #[arg(long)]
     health_port: Option<u16>,
+    /// A name for this replica, sent back as the `x-satellite-instance` response header.
+    #[arg(long)]
+    instance: Option<String>,
     #[command(flatten)]
     limits: LimitArgs,
 }
@@ -322,7 +325,12 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         send_delay: Duration::from_millis(args.send_delay),
         img_bytes: usize::try_from(args.img_bytes).map_err(|e| setup("--img-bytes", e))?,
     };
-    let service = MapService::new(map, &options);
+    let mut service = MapService::new(map, &options);
+    if let Some(name) = &args.instance {
+        service = service
+            .with_instance(name)
+            .map_err(|e| setup("--instance", e))?;
+    }
     let transport = server_transport(&args.tls)?;
     let mode = if args.tls.plaintext {
         "plaintext"

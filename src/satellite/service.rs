@@ -18,7 +18,7 @@ use crate::app::{
     map::{AreaError, Cells, Map},
     pb::{Area, Image, Location},
 };
-use crate::grpc::{Request, Response, Router, Status};
+use crate::grpc::{metadata::MetadataError, Metadata, Request, Response, Router, Status};
 
 /// The service's full name, as health checks and reflection list it.
 pub const SERVICE_NAME: &str = "satellite.Satellite";
@@ -36,6 +36,9 @@ pub struct ServiceOptions {
     pub img_bytes: usize,
 }
 
+/// Response header naming the replica that answered (see [`ServiceOptions::instance`]).
+pub const INSTANCE_HEADER: &str = "x-satellite-instance";
+
 /// The map service.
 #[derive(Clone)]
 pub struct MapService {
@@ -45,6 +48,8 @@ pub struct MapService {
 struct Inner {
     map: Map,
     send_delay: Duration,
+    /// Header metadata every response carries (the instance name, when set).
+    headers: Metadata,
     /// One shared image per byte value, so no message allocates its image.
     images: Vec<Bytes>,
 }
@@ -58,9 +63,36 @@ impl MapService {
             inner: Arc::new(Inner {
                 map,
                 send_delay: options.send_delay,
+                headers: Metadata::new(),
                 images,
             }),
         }
+    }
+
+    /// Names this replica: every response carries the `x-satellite-instance` header, so
+    /// clients behind a load balancer can see who answered.
+    ///
+    /// # Errors
+    /// A name that is not a valid ASCII metadata value.
+    pub fn with_instance(self, name: &str) -> Result<Self, MetadataError> {
+        let mut headers = Metadata::new();
+        headers.insert(INSTANCE_HEADER, name)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                map: self.inner.map.clone(),
+                send_delay: self.inner.send_delay,
+                headers,
+                images: self.inner.images.clone(),
+            }),
+        })
+    }
+
+    fn response<T>(&self, message: T) -> Response<T> {
+        let mut response = Response::new(message);
+        if !self.inner.headers.is_empty() {
+            *response.metadata_mut() = self.inner.headers.clone();
+        }
+        response
     }
 
     /// The map served.
@@ -108,7 +140,7 @@ impl MapService {
             result.is_err(),
         );
         result
-            .map(Response::new)
+            .map(|image| self.response(image))
             .map_err(|e| Status::out_of_range(e.to_string()))
     }
 
@@ -148,7 +180,7 @@ impl MapService {
                 return Err(status);
             }
         };
-        Ok(Response::new(CellStream {
+        Ok(self.response(CellStream {
             total: cells.len(),
             cells,
             service: self.inner.clone(),
