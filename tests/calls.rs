@@ -311,3 +311,79 @@ async fn channel_reconnects_after_the_server_restarts() {
     let _server = serve_on(listener, Security::Plaintext, |_| {});
     assert_eq!(echo_call(&channel, "two").await.unwrap().text, "two");
 }
+
+async fn stream_ends_with(
+    channel: &Channel,
+    text: &str,
+) -> (u32, Result<(), satellite::grpc::Status>) {
+    let request = EchoRequest {
+        text: text.into(),
+        ..EchoRequest::stream(3, 0)
+    };
+    let mut replies =
+        bounded(channel.server_streaming::<_, EchoReply>(COUNT, Request::new(request)))
+            .await
+            .unwrap()
+            .into_inner();
+    let mut received = 0;
+    loop {
+        match bounded(replies.message()).await {
+            Ok(Some(_)) => received += 1,
+            Ok(None) => return (received, Ok(())),
+            Err(status) => return (received, Err(status)),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_status_and_panic_after_messages() {
+    let server = start_server(Security::Mtls).await;
+    let channel = server.channel().await;
+    let (received, end) = stream_ends_with(&channel, &format!("status:5:{SPECIAL_MESSAGE}")).await;
+    assert_eq!(received, 3);
+    let status = end.unwrap_err();
+    assert_eq!(status.code(), Code::NotFound);
+    assert_eq!(status.message(), SPECIAL_MESSAGE);
+
+    let (received, end) = stream_ends_with(&channel, "panic").await;
+    assert_eq!(received, 3);
+    assert_eq!(end.unwrap_err().code(), Code::Unknown);
+
+    let (received, end) = stream_ends_with(&channel, "fine").await;
+    assert_eq!((received, end.is_ok()), (3, true));
+    assert!(server.live.wait_zero(WAIT).await);
+}
+
+// The server answers an unknown path Trailers-Only from the head alone, so the client's body
+// send can lose the race; the status must still be UNIMPLEMENTED. (The race is reproduced more
+// reliably against a scripted server in protocol.rs.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_paths_are_unimplemented_for_the_client() {
+    let server = start_server(Security::Plaintext).await;
+    let channel = server.channel().await;
+    let calls: Vec<_> = (0..200)
+        .map(|i| {
+            let channel = channel.clone();
+            tokio::spawn(async move {
+                let path = if i % 2 == 0 {
+                    "/test.Echo/Nope"
+                } else {
+                    "/no.Such/Service"
+                };
+                let unary = channel
+                    .unary::<_, EchoReply>(path, Request::new(EchoRequest::text("x")))
+                    .await
+                    .unwrap_err();
+                assert_eq!(unary.code(), Code::Unimplemented, "{unary:?}");
+                let streaming = channel
+                    .server_streaming::<_, EchoReply>(path, Request::new(EchoRequest::text("x")))
+                    .await
+                    .unwrap_err();
+                assert_eq!(streaming.code(), Code::Unimplemented, "{streaming:?}");
+            })
+        })
+        .collect();
+    for call in calls {
+        bounded(call).await.unwrap();
+    }
+}

@@ -152,3 +152,26 @@ async fn shutdown_grace_cuts_off_endless_calls() {
     };
     assert!(end.is_err(), "an endless stream ended OK: {end:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_cap_queues_the_next_connection() {
+    let server = start_server_with(Security::Plaintext, |config| {
+        config.max_connections = 1;
+    })
+    .await;
+    let first = server.channel().await;
+    assert_eq!(echo_call(&first, "first").await.unwrap().text, "first");
+
+    // The second connection waits in the backlog while the first holds the only slot.
+    let second = plaintext_channel(server.addr).await;
+    let request =
+        Request::new(EchoRequest::text("second")).with_timeout(Duration::from_millis(300));
+    let status = bounded(second.unary::<_, EchoReply>(ECHO, request))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+
+    // Closing the first connection frees the slot.
+    drop(first);
+    assert_eq!(echo_call(&second, "second").await.unwrap().text, "second");
+}

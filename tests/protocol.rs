@@ -470,6 +470,10 @@ async fn client_without_grpc_status_is_unknown_or_internal() {
     assert_eq!(status.code(), Code::Internal, "{status:?}");
 }
 
+// Regression: when the server answered before the request body went out (here: headers and
+// trailers, then RST_STREAM NO_ERROR from dropping the request body), the client's unary and
+// server-streaming calls failed the send with "inactive stream" and reported UNAVAILABLE
+// instead of the response's status. Flaky before the fix (about 1 run in 10).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_checks_response_cardinality_and_framing() {
     use satellite::grpc::Code;

@@ -216,3 +216,30 @@ async fn silent_peer_is_closed_after_the_handshake_timeout() {
         assert_eq!(echo_call(&good, "still").await.unwrap().text, "still");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_only_tls_serves_clients_without_certificates() {
+    let server = start_server(Security::Tls).await;
+    let channel = server.channel().await;
+    let reply = echo_call(&channel, "one-way").await.unwrap();
+    assert_eq!((reply.text.as_str(), reply.peer.as_str()), ("one-way", ""));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mtls_over_ipv6_loopback_uses_the_ip_san() {
+    let listener = match tokio::net::TcpListener::bind("[::1]:0").await {
+        Ok(listener) => listener,
+        Err(e) => panic!("this test needs IPv6 on loopback (::1): {e}"),
+    };
+    let server = serve_on(listener, Security::Mtls, |_| {});
+    let config =
+        satellite::grpc::tls::client_config(&server.roots(), Some(&server.client_identity()))
+            .unwrap();
+    // No server_name: the name checked is the address's host, ::1, an IP SAN of the cert.
+    let channel = Channel::lazy(Endpoint::new(server.addr.to_string()).tls(config)).unwrap();
+    assert_eq!(server.addr.to_string().chars().next(), Some('['));
+    assert_eq!(
+        echo_call(&channel, "v6").await.unwrap().peer,
+        "CN=satellite-client"
+    );
+}

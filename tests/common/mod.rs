@@ -166,18 +166,29 @@ pub fn router(live: &Live, produced: &Arc<AtomicUsize>) -> Router {
             let produced = produced.clone();
             async move {
                 let EchoRequest {
+                    text,
                     count,
                     delay_ms,
                     payload,
-                    ..
                 } = req.into_inner();
+                // After `count` messages, text "status:<code>:<message>" ends the stream with
+                // that status and "panic" panics inside the stream.
+                let end = end_of_stream(&text);
                 // The stream state carries the guard: the call stays live while it streams.
                 let state = (guard, 0_u32);
                 let replies = stream::unfold(state, move |(guard, i)| {
                     let payload = payload.clone();
                     let produced = produced.clone();
+                    let end = end.clone();
                     async move {
-                        if count != 0 && i >= count {
+                        if count != 0 && i == count {
+                            return match end {
+                                StreamEnd::Ok => None,
+                                StreamEnd::Fail(status) => Some((Err(status), (guard, i + 1))),
+                                StreamEnd::Panic => panic!("the test stream panics on request"),
+                            };
+                        }
+                        if count != 0 && i > count {
                             return None;
                         }
                         if i > 0 && delay_ms > 0 {
@@ -231,15 +242,40 @@ pub fn router(live: &Live, produced: &Arc<AtomicUsize>) -> Router {
         })
 }
 
+#[derive(Clone)]
+enum StreamEnd {
+    Ok,
+    Fail(Status),
+    Panic,
+}
+
+fn end_of_stream(text: &str) -> StreamEnd {
+    if text == "panic" {
+        return StreamEnd::Panic;
+    }
+    match parse_status(text) {
+        Some(status) => StreamEnd::Fail(status),
+        None => StreamEnd::Ok,
+    }
+}
+
+/// "status:<code>:<message>" as a status.
+fn parse_status(text: &str) -> Option<Status> {
+    let rest = text.strip_prefix("status:")?;
+    let (code, message) = rest.split_once(':').unwrap_or((rest, ""));
+    Some(Status::new(
+        Code::from_i32(code.parse().unwrap_or(2)),
+        message,
+    ))
+}
+
 fn echo(req: Request<EchoRequest>) -> Result<Response<EchoReply>, Status> {
     let text = req.message().text.clone();
     if text == "panic" {
         panic!("the test handler panics on request");
     }
-    if let Some(rest) = text.strip_prefix("status:") {
-        let (code, message) = rest.split_once(':').unwrap_or((rest, ""));
-        let code = Code::from_i32(code.parse().unwrap_or(2));
-        return Err(Status::new(code, message));
+    if let Some(status) = parse_status(&text) {
+        return Err(status);
     }
     let peer = req
         .peer()
@@ -267,6 +303,8 @@ fn echo(req: Request<EchoRequest>) -> Result<Response<EchoReply>, Status> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Security {
     Plaintext,
+    /// Server-authenticated TLS only: no client certificate asked for.
+    Tls,
     Mtls,
 }
 
@@ -293,6 +331,12 @@ impl TestServer {
     pub async fn channel(&self) -> Channel {
         match self.security {
             Security::Plaintext => plaintext_channel(self.addr).await,
+            Security::Tls => {
+                let channel = tls_channel(self.addr, &self.roots(), None, "localhost");
+                // Connect now, as the other arms do.
+                echo_call(&channel, "connect").await.unwrap();
+                channel
+            }
             Security::Mtls => mtls_channel(self).await,
         }
     }
@@ -341,11 +385,12 @@ pub fn serve_on(
     let pki = pki();
     let transport = match security {
         Security::Plaintext => Transport::Plaintext,
-        Security::Mtls => {
+        Security::Tls | Security::Mtls => {
             let identity =
                 Identity::from_pem(pki.server_cert.as_bytes(), pki.server_key.as_bytes()).unwrap();
             let roots = Roots::from_pem(pki.ca_cert.as_bytes()).unwrap();
-            Transport::Tls(server_config(&identity, Some(&roots)).unwrap())
+            let client_ca = (security == Security::Mtls).then_some(&roots);
+            Transport::Tls(server_config(&identity, client_ca).unwrap())
         }
     };
     let mut config = ServerConfig::new(transport);

@@ -41,17 +41,8 @@ impl Channel {
         Resp: prost::Message + Default,
     {
         let deadline = request.timeout().map(|t| Instant::now() + t);
-        let (response, mut send) = self.start(path, &request, deadline).await?;
-        let mut buf = BytesMut::new();
-        codec::encode(
-            request.message(),
-            &mut buf,
-            self.inner.endpoint.max_send_message_size,
-        )?;
-        // One message of known size: h2 may buffer it whole while the window opens, which
-        // costs no more than the message we already hold.
-        send.send_data(buf.freeze(), true)
-            .map_err(|e| status_from_h2(&e))?;
+        let (response, send) = self.start(path, &request, deadline).await?;
+        self.send_one(send, request.message())?;
         let (mut stream, headers) = self.response_stream::<Resp>(response, deadline).await?;
         let message = read_one(&mut stream).await?;
         let trailers = stream.trailers().cloned().unwrap_or_default();
@@ -73,15 +64,8 @@ impl Channel {
         Resp: prost::Message + Default,
     {
         let deadline = request.timeout().map(|t| Instant::now() + t);
-        let (response, mut send) = self.start(path, &request, deadline).await?;
-        let mut buf = BytesMut::new();
-        codec::encode(
-            request.message(),
-            &mut buf,
-            self.inner.endpoint.max_send_message_size,
-        )?;
-        send.send_data(buf.freeze(), true)
-            .map_err(|e| status_from_h2(&e))?;
+        let (response, send) = self.start(path, &request, deadline).await?;
+        self.send_one(send, request.message())?;
         let (stream, headers) = self.response_stream::<Resp>(response, deadline).await?;
         Ok(Response::from_parts(stream, headers, Metadata::new()))
     }
@@ -144,6 +128,26 @@ impl Channel {
         let (mut stream, headers) = self.response_stream::<Resp>(response, deadline).await?;
         stream.abort_on_drop(sender.abort_handle());
         Ok(Response::from_parts(stream, headers, Metadata::new()))
+    }
+
+    /// Sends the one request message of a unary or server-streaming call, with END_STREAM.
+    fn send_one<Req: prost::Message>(
+        &self,
+        mut send: SendStream<Bytes>,
+        message: &Req,
+    ) -> Result<(), Status> {
+        let mut buf = BytesMut::new();
+        codec::encode(message, &mut buf, self.inner.endpoint.max_send_message_size)?;
+        // One message of known size: h2 may buffer it whole while the window opens, which
+        // costs no more than the message we already hold.
+        if let Err(e) = send.send_data(buf.freeze(), true) {
+            // The server may answer from the head alone (Trailers-Only, then RST_STREAM
+            // NO_ERROR) before the body goes out, and then h2 refuses the body. The response
+            // carries the call's real status, or the error that ended the stream (as in
+            // `send_all`).
+            tracing::debug!(error = %e, "request body not sent; the response will say why");
+        }
+        Ok(())
     }
 
     /// Opens the stream: waits for a connection slot and sends the request head.
