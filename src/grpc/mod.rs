@@ -18,6 +18,7 @@
 
 pub mod client;
 pub mod codec;
+pub mod compression;
 pub mod error;
 pub mod frame;
 #[doc(hidden)]

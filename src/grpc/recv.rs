@@ -22,6 +22,7 @@ use tokio::{
 
 use crate::grpc::{
     codec,
+    compression::{self, Encoding},
     frame::{FrameDecoder, FrameError},
     metadata::Metadata,
     status::Status,
@@ -33,6 +34,9 @@ use crate::grpc::{
 pub struct Streaming<T> {
     body: RecvStream,
     decoder: FrameDecoder,
+    /// The negotiated message encoding, for messages whose compressed flag is set.
+    encoding: Option<Encoding>,
+    max_message_size: usize,
     state: State,
     trailers: Option<Metadata>,
     deadline: Option<Pin<Box<Sleep>>>,
@@ -52,16 +56,21 @@ enum State {
 }
 
 impl<T: prost::Message + Default> Streaming<T> {
-    pub(crate) fn server(body: RecvStream, max_message_size: usize) -> Self {
-        Self::new(body, max_message_size, false, None)
+    pub(crate) fn server(
+        body: RecvStream,
+        max_message_size: usize,
+        encoding: Option<Encoding>,
+    ) -> Self {
+        Self::new(body, max_message_size, false, None, encoding)
     }
 
     pub(crate) fn client(
         body: RecvStream,
         max_message_size: usize,
         deadline: Option<Instant>,
+        encoding: Option<Encoding>,
     ) -> Self {
-        Self::new(body, max_message_size, true, deadline)
+        Self::new(body, max_message_size, true, deadline, encoding)
     }
 
     fn new(
@@ -69,11 +78,14 @@ impl<T: prost::Message + Default> Streaming<T> {
         max_message_size: usize,
         client: bool,
         deadline: Option<Instant>,
+        encoding: Option<Encoding>,
     ) -> Self {
         Self {
             body,
-            // No message encoding is ever negotiated yet, so a set compressed flag is an error.
-            decoder: FrameDecoder::new(max_message_size, false),
+            // Without a negotiated encoding a set compressed flag is an error (compression.md).
+            decoder: FrameDecoder::new(max_message_size, encoding.is_some()),
+            encoding,
+            max_message_size,
             state: State::Body { client },
             trailers: None,
             deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
@@ -84,7 +96,7 @@ impl<T: prost::Message + Default> Streaming<T> {
 
     /// A client-side stream already ended by a Trailers-Only OK response.
     pub(crate) fn trailers_only(body: RecvStream, trailers: Metadata) -> Self {
-        let mut stream = Self::new(body, 0, true, None);
+        let mut stream = Self::new(body, 0, true, None, None);
         stream.state = State::Done;
         stream.trailers = Some(trailers);
         stream
@@ -121,7 +133,20 @@ impl<T: prost::Message + Default> Streaming<T> {
             match self.decoder.next_frame() {
                 Ok(Some(frame)) => {
                     tracing::debug!(target: WIRE_TARGET, direction = "recv", size = frame.payload.len(), compressed = frame.compressed, "message");
-                    return match codec::decode(frame.payload) {
+                    let payload = match (frame.compressed, self.encoding) {
+                        (true, Some(encoding)) => {
+                            match compression::decompress(
+                                encoding,
+                                &frame.payload,
+                                self.max_message_size,
+                            ) {
+                                Ok(payload) => payload,
+                                Err(status) => return self.fail(status),
+                            }
+                        }
+                        _ => frame.payload,
+                    };
+                    return match codec::decode(payload) {
                         Ok(msg) => Poll::Ready(Ok(Some(msg))),
                         Err(status) => self.fail(status),
                     };

@@ -4,7 +4,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::time::Instant;
 
-use crate::grpc::metadata::Metadata;
+use crate::grpc::{compression::Encoding, metadata::Metadata};
 
 /// Who is on the other end of a server-side call.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -23,6 +23,7 @@ pub struct Request<T> {
     timeout: Option<Duration>,
     deadline: Option<Instant>,
     peer: Option<Arc<Peer>>,
+    compression: Option<Encoding>,
 }
 
 impl<T> Request<T> {
@@ -34,6 +35,7 @@ impl<T> Request<T> {
             timeout: None,
             deadline: None,
             peer: None,
+            compression: None,
         }
     }
 
@@ -49,7 +51,18 @@ impl<T> Request<T> {
             timeout: None,
             deadline,
             peer: Some(peer),
+            compression: None,
         }
+    }
+
+    /// Client side: compress this call's request messages (sent as `grpc-encoding`).
+    pub fn set_compression(&mut self, encoding: Option<Encoding>) {
+        self.compression = encoding;
+    }
+
+    /// The request compression asked for with [`Request::set_compression`].
+    pub fn compression(&self) -> Option<Encoding> {
+        self.compression
     }
 
     /// Sets the client-side timeout: sent as `grpc-timeout` and enforced locally.
@@ -111,6 +124,7 @@ impl<T> Request<T> {
             timeout: self.timeout,
             deadline: self.deadline,
             peer: self.peer,
+            compression: self.compression,
         }
     }
 }
@@ -121,6 +135,7 @@ pub struct Response<T> {
     message: T,
     metadata: Metadata,
     trailers: Metadata,
+    compression: Option<Encoding>,
 }
 
 impl<T> Response<T> {
@@ -130,7 +145,19 @@ impl<T> Response<T> {
             message,
             metadata: Metadata::new(),
             trailers: Metadata::new(),
+            compression: None,
         }
+    }
+
+    /// Server side: compress the response messages with `encoding`, if the client accepts it
+    /// (its `grpc-accept-encoding`); otherwise they go out uncompressed.
+    pub fn set_compression(&mut self, encoding: Option<Encoding>) {
+        self.compression = encoding;
+    }
+
+    /// The response compression asked for with [`Response::set_compression`].
+    pub fn compression(&self) -> Option<Encoding> {
+        self.compression
     }
 
     pub(crate) fn from_parts(message: T, metadata: Metadata, trailers: Metadata) -> Self {
@@ -138,6 +165,7 @@ impl<T> Response<T> {
             message,
             metadata,
             trailers,
+            compression: None,
         }
     }
 
@@ -174,6 +202,10 @@ impl<T> Response<T> {
     /// Takes the message, dropping the metadata.
     pub fn into_inner(self) -> T {
         self.message
+    }
+
+    pub(crate) fn into_parts_with_compression(self) -> (T, Metadata, Metadata, Option<Encoding>) {
+        (self.message, self.metadata, self.trailers, self.compression)
     }
 
     /// Splits into message, header metadata and trailer metadata.

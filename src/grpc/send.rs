@@ -21,7 +21,13 @@ use futures_core::Stream;
 use h2::{Reason, SendStream};
 use tokio::time::Sleep;
 
-use crate::grpc::{codec, frame::PREFIX_LEN, status::Status, WIRE_TARGET};
+use crate::grpc::{
+    codec,
+    compression::{self, Encoding},
+    frame::PREFIX_LEN,
+    status::Status,
+    WIRE_TARGET,
+};
 
 /// Stop filling the buffer at this size and write it out: large enough to amortise DATA
 /// frames (h2 splits it into max-frame-size pieces), small enough to bound memory per stream.
@@ -33,6 +39,10 @@ pub(crate) struct MessageSink {
     stream: SendStream<Bytes>,
     buf: BytesMut,
     max_message_size: usize,
+    /// Compress every message with this encoding (negotiated by the caller).
+    encoding: Option<Encoding>,
+    /// Reused for the uncompressed form of a message that is compressed.
+    scratch: Vec<u8>,
 }
 
 /// How piping a message source into a sink ended.
@@ -55,14 +65,34 @@ impl MessageSink {
             stream,
             buf: BytesMut::new(),
             max_message_size,
+            encoding: None,
+            scratch: Vec::new(),
         }
+    }
+
+    /// Compresses every message from now on.
+    pub(crate) fn compress_with(&mut self, encoding: Option<Encoding>) {
+        self.encoding = encoding;
     }
 
     /// Encodes one message into the outgoing buffer (not yet sent).
     pub(crate) fn encode<M: prost::Message>(&mut self, msg: &M) -> Result<(), Status> {
         let before = self.buf.len();
-        codec::encode(msg, &mut self.buf, self.max_message_size)?;
-        tracing::debug!(target: WIRE_TARGET, direction = "send", size = self.buf.len() - before - PREFIX_LEN, compressed = false, "message");
+        match self.encoding {
+            None => codec::encode(msg, &mut self.buf, self.max_message_size)?,
+            Some(encoding) => {
+                self.scratch.clear();
+                msg.encode(&mut self.scratch)
+                    .map_err(|e| Status::internal(format!("cannot encode a message: {e}")))?;
+                compression::encode_compressed(
+                    encoding,
+                    &self.scratch,
+                    &mut self.buf,
+                    self.max_message_size,
+                )?;
+            }
+        }
+        tracing::debug!(target: WIRE_TARGET, direction = "send", size = self.buf.len() - before - PREFIX_LEN, compressed = self.encoding.is_some(), "message");
         Ok(())
     }
 

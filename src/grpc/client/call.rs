@@ -2,7 +2,7 @@
 //! trailers. The one place where the client turns protocol failures into status codes
 //! (GRPC-NOTES §1.6, client side).
 
-use std::pin::pin;
+use std::{pin::pin, time::Duration};
 
 use bytes::{Bytes, BytesMut};
 use futures_core::Stream;
@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use super::Channel;
 use crate::grpc::{
     codec,
+    compression::{self, Encoding, ACCEPT_ENCODING},
     metadata::Metadata,
     recv::{status_from_h2, Streaming},
     request::{Request, Response},
@@ -40,9 +41,9 @@ impl Channel {
         Req: prost::Message,
         Resp: prost::Message + Default,
     {
-        let deadline = request.timeout().map(|t| Instant::now() + t);
+        let deadline = deadline_after(request.timeout());
         let (response, send) = self.start(path, &request, deadline).await?;
-        self.send_one(send, request.message())?;
+        self.send_one(send, request.message(), self.compression_of(&request))?;
         let (mut stream, headers) = self.response_stream::<Resp>(response, deadline).await?;
         let message = read_one(&mut stream).await?;
         let trailers = stream.trailers().cloned().unwrap_or_default();
@@ -63,9 +64,9 @@ impl Channel {
         Req: prost::Message,
         Resp: prost::Message + Default,
     {
-        let deadline = request.timeout().map(|t| Instant::now() + t);
+        let deadline = deadline_after(request.timeout());
         let (response, send) = self.start(path, &request, deadline).await?;
-        self.send_one(send, request.message())?;
+        self.send_one(send, request.message(), self.compression_of(&request))?;
         let (stream, headers) = self.response_stream::<Resp>(response, deadline).await?;
         Ok(Response::from_parts(stream, headers, Metadata::new()))
     }
@@ -84,16 +85,12 @@ impl Channel {
         Resp: prost::Message + Default,
         S: Stream<Item = Req>,
     {
-        let deadline = request.timeout().map(|t| Instant::now() + t);
+        let deadline = deadline_after(request.timeout());
         let (response, send) = self.start(path, &request, deadline).await?;
+        let encoding = self.compression_of(&request);
         let requests = request.into_inner().map(Ok::<Req, Status>);
-        send_all(
-            send,
-            requests,
-            deadline,
-            self.inner.endpoint.max_send_message_size,
-        )
-        .await?;
+        let max_send = self.inner.endpoint.max_send_message_size;
+        send_all(send, requests, deadline, max_send, encoding).await?;
         let (mut stream, headers) = self.response_stream::<Resp>(response, deadline).await?;
         let message = read_one(&mut stream).await?;
         let trailers = stream.trailers().cloned().unwrap_or_default();
@@ -116,12 +113,13 @@ impl Channel {
         Resp: prost::Message + Default,
         S: Stream<Item = Req> + Send + 'static,
     {
-        let deadline = request.timeout().map(|t| Instant::now() + t);
+        let deadline = deadline_after(request.timeout());
         let (response, send) = self.start(path, &request, deadline).await?;
+        let encoding = self.compression_of(&request);
         let requests = request.into_inner().map(Ok::<Req, Status>);
         let max_send = self.inner.endpoint.max_send_message_size;
         let sender = tokio::spawn(async move {
-            if let Err(status) = send_all(send, requests, deadline, max_send).await {
+            if let Err(status) = send_all(send, requests, deadline, max_send, encoding).await {
                 tracing::debug!(%status, "request stream ended early");
             }
         });
@@ -135,9 +133,16 @@ impl Channel {
         &self,
         mut send: SendStream<Bytes>,
         message: &Req,
+        encoding: Option<Encoding>,
     ) -> Result<(), Status> {
         let mut buf = BytesMut::new();
-        codec::encode(message, &mut buf, self.inner.endpoint.max_send_message_size)?;
+        let max = self.inner.endpoint.max_send_message_size;
+        match encoding {
+            None => codec::encode(message, &mut buf, max)?,
+            Some(encoding) => {
+                compression::encode_compressed(encoding, &message.encode_to_vec(), &mut buf, max)?;
+            }
+        }
         // One message of known size: h2 may buffer it whole while the window opens, which
         // costs no more than the message we already hold.
         if let Err(e) = send.send_data(buf.freeze(), true) {
@@ -148,6 +153,13 @@ impl Channel {
             tracing::debug!(error = %e, "request body not sent; the response will say why");
         }
         Ok(())
+    }
+
+    /// The request compression: the call's own, else the endpoint's default.
+    fn compression_of<T>(&self, request: &Request<T>) -> Option<Encoding> {
+        request
+            .compression()
+            .or(self.inner.endpoint.send_compressed)
     }
 
     /// Opens the stream: waits for a connection slot and sends the request head.
@@ -202,6 +214,13 @@ impl Channel {
                 .map_err(|e| Status::internal(format!("cannot format grpc-timeout: {e}")))?;
             headers.insert("grpc-timeout", value);
         }
+        if let Some(encoding) = self.compression_of(request) {
+            headers.insert("grpc-encoding", HeaderValue::from_static(encoding.as_str()));
+        }
+        headers.insert(
+            "grpc-accept-encoding",
+            HeaderValue::from_static(ACCEPT_ENCODING),
+        );
         request.metadata().add_to_headers(headers);
         tracing::debug!(target: WIRE_TARGET, uri = %head.uri(), headers = ?head.headers(), "send headers");
         Ok(head)
@@ -224,6 +243,20 @@ impl Channel {
         let (head, body) = response.into_parts();
         tracing::debug!(target: WIRE_TARGET, status = %head.status, headers = ?head.headers, "recv headers");
         let status = Status::from_headers(&head.headers);
+        let encoding = match head
+            .headers
+            .get("grpc-encoding")
+            .map(|v| Encoding::from_header(v.as_bytes()))
+        {
+            None => None,
+            Some(Ok(encoding)) => encoding,
+            // GRPC-NOTES §1.6: an encoding we did not advertise is INTERNAL.
+            Some(Err(name)) => {
+                return Err(Status::internal(format!(
+                    "the server used message encoding {name}, which we did not offer"
+                )))
+            }
+        };
         // http-grpc-status-mapping.md: grpc-status wins whatever :status says; without it a
         // non-200 answer maps from the HTTP status.
         if head.status != http::StatusCode::OK {
@@ -251,9 +284,16 @@ impl Channel {
             // Trailers-Only: the head is also the end of the call.
             Some(status) if !status.is_ok() => Err(status),
             Some(_) => Ok((Streaming::trailers_only(body, metadata.clone()), metadata)),
-            None => Ok((Streaming::client(body, max, deadline), metadata)),
+            None => Ok((Streaming::client(body, max, deadline, encoding), metadata)),
         }
     }
+}
+
+/// The local deadline for a caller's timeout. A timeout too large for `Instant` (such as
+/// `Duration::MAX`) is no local deadline rather than a panic; `grpc-timeout` still carries the
+/// largest value it can.
+fn deadline_after(timeout: Option<Duration>) -> Option<Instant> {
+    timeout.and_then(|t| Instant::now().checked_add(t))
 }
 
 /// Reads exactly one response message (statuscodes.md: a cardinality violation is
@@ -280,12 +320,14 @@ async fn send_all<Req, S>(
     requests: S,
     deadline: Option<Instant>,
     max_send: usize,
+    encoding: Option<Encoding>,
 ) -> Result<(), Status>
 where
     Req: prost::Message,
     S: Stream<Item = Result<Req, Status>>,
 {
     let mut sink = MessageSink::new(send, max_send);
+    sink.compress_with(encoding);
     let mut requests = pin!(requests);
     let mut sleep = deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
     match sink

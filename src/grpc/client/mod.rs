@@ -17,7 +17,8 @@ use rustls_pki_types::ServerName;
 use tokio::{net::TcpStream, sync::Mutex};
 
 use crate::grpc::{
-    error::Error, frame::DEFAULT_MAX_MESSAGE_SIZE, recv::status_from_h2, status::Status,
+    compression::Encoding, error::Error, frame::DEFAULT_MAX_MESSAGE_SIZE, recv::status_from_h2,
+    status::Status,
 };
 
 /// Where and how to connect.
@@ -29,6 +30,7 @@ pub struct Endpoint {
     connect_timeout: Duration,
     max_recv_message_size: usize,
     max_send_message_size: usize,
+    send_compressed: Option<Encoding>,
 }
 
 impl Endpoint {
@@ -41,6 +43,7 @@ impl Endpoint {
             connect_timeout: Duration::from_secs(10),
             max_recv_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             max_send_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            send_compressed: None,
         }
     }
 
@@ -65,6 +68,13 @@ impl Endpoint {
     /// Largest response message accepted (default 4 MiB).
     pub fn max_recv_message_size(mut self, max: usize) -> Self {
         self.max_recv_message_size = max;
+        self
+    }
+
+    /// Compress request messages with `encoding` unless a call says otherwise (default: none).
+    /// Responses are accepted in gzip, deflate or identity whatever this says.
+    pub fn send_compressed(mut self, encoding: Option<Encoding>) -> Self {
+        self.send_compressed = encoding;
         self
     }
 

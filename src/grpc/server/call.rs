@@ -20,6 +20,7 @@ use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use tokio::time::{Instant, Sleep};
 
 use crate::grpc::{
+    compression::{Encoding, ACCEPT_ENCODING},
     metadata::Metadata,
     recv::Streaming,
     request::{Peer, Request, Response},
@@ -47,6 +48,10 @@ pub(crate) struct CallParts {
     deadline: Option<Instant>,
     peer: Arc<Peer>,
     limits: Limits,
+    /// The request messages' encoding (`grpc-encoding`).
+    encoding: Option<Encoding>,
+    /// What the client can decode (`grpc-accept-encoding`), for response compression.
+    accept: Option<HeaderValue>,
 }
 
 /// Checks a request head and routes it. Early rejections are answered here, without a task;
@@ -89,16 +94,19 @@ pub(crate) fn dispatch(
     };
     // compression.md: an encoding the server does not support is UNIMPLEMENTED, and the
     // response lists what it accepts.
-    if let Some(encoding) = head.headers.get("grpc-encoding") {
-        if encoding.as_bytes() != b"identity" {
-            let status = Status::unimplemented(format!(
-                "message encoding {} is not supported",
-                String::from_utf8_lossy(encoding.as_bytes())
-            ));
-            send_trailers_only(&mut respond, &status, Some("identity"));
+    let encoding = match head
+        .headers
+        .get("grpc-encoding")
+        .map(|v| Encoding::from_header(v.as_bytes()))
+    {
+        None => None,
+        Some(Ok(encoding)) => encoding,
+        Some(Err(name)) => {
+            let status = Status::unimplemented(format!("message encoding {name} is not supported"));
+            send_trailers_only(&mut respond, &status, Some(ACCEPT_ENCODING));
             return None;
         }
-    }
+    };
     let deadline = match head
         .headers
         .get("grpc-timeout")
@@ -123,6 +131,8 @@ pub(crate) fn dispatch(
         deadline,
         peer: peer.clone(),
         limits,
+        encoding,
+        accept: head.headers.get("grpc-accept-encoding").cloned(),
     }))
 }
 
@@ -143,10 +153,12 @@ where
         deadline,
         peer,
         limits,
+        encoding,
+        accept,
     } = parts;
     let mut sleep = deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
     let work = async move {
-        let mut requests = Streaming::<Req>::server(body, limits.max_recv);
+        let mut requests = Streaming::<Req>::server(body, limits.max_recv, encoding);
         let message = read_one(&mut requests).await?;
         f(Request::from_server(message, metadata, deadline, peer)).await
     };
@@ -154,8 +166,9 @@ where
     else {
         return;
     };
-    let (message, headers, trailers) = response.into_parts();
-    let Some(mut sink) = send_headers(&mut respond, &headers, limits) else {
+    let (message, headers, trailers, compression) = response.into_parts_with_compression();
+    let compression = negotiated(compression, accept.as_ref());
+    let Some(mut sink) = send_headers(&mut respond, &headers, limits, compression) else {
         return;
     };
     let end = match sink.encode(&message) {
@@ -185,10 +198,12 @@ where
         deadline,
         peer,
         limits,
+        encoding,
+        accept,
     } = parts;
     let mut sleep = deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
     let work = async move {
-        let mut requests = Streaming::<Req>::server(body, limits.max_recv);
+        let mut requests = Streaming::<Req>::server(body, limits.max_recv, encoding);
         let message = read_one(&mut requests).await?;
         f(Request::from_server(message, metadata, deadline, peer)).await
     };
@@ -196,7 +211,7 @@ where
     else {
         return;
     };
-    respond_stream(respond, response, sleep, limits).await;
+    respond_stream(respond, response, sleep, limits, accept).await;
 }
 
 /// Drives a client-streaming call.
@@ -214,23 +229,21 @@ where
         deadline,
         peer,
         limits,
+        encoding,
+        accept,
     } = parts;
     let mut sleep = deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
-    let requests = Streaming::<Req>::server(body, limits.max_recv);
+    let requests = Streaming::<Req>::server(body, limits.max_recv, encoding);
     let work = f(Request::from_server(requests, metadata, deadline, peer));
     let Some(response) = run_handler(&mut respond, sleep.as_mut().map(|s| s.as_mut()), work).await
     else {
         return;
     };
-    let (message, headers, trailers) = response.into_parts();
+    let (message, headers, trailers, compression) = response.into_parts_with_compression();
     let stream = futures_util::stream::once(std::future::ready(Ok(message)));
-    respond_stream(
-        respond,
-        Response::from_parts(stream, headers, trailers),
-        sleep,
-        limits,
-    )
-    .await;
+    let mut response = Response::from_parts(stream, headers, trailers);
+    response.set_compression(compression);
+    respond_stream(respond, response, sleep, limits, accept).await;
 }
 
 /// Drives a bidirectional-streaming call.
@@ -249,15 +262,17 @@ where
         deadline,
         peer,
         limits,
+        encoding,
+        accept,
     } = parts;
     let mut sleep = deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
-    let requests = Streaming::<Req>::server(body, limits.max_recv);
+    let requests = Streaming::<Req>::server(body, limits.max_recv, encoding);
     let work = f(Request::from_server(requests, metadata, deadline, peer));
     let Some(response) = run_handler(&mut respond, sleep.as_mut().map(|s| s.as_mut()), work).await
     else {
         return;
     };
-    respond_stream(respond, response, sleep, limits).await;
+    respond_stream(respond, response, sleep, limits, accept).await;
 }
 
 // ===== shared steps =====
@@ -322,12 +337,14 @@ async fn respond_stream<Resp, S>(
     response: Response<S>,
     mut sleep: Option<Pin<Box<Sleep>>>,
     limits: Limits,
+    accept: Option<HeaderValue>,
 ) where
     Resp: prost::Message,
     S: Stream<Item = Result<Resp, Status>>,
 {
-    let (stream, headers, trailers) = response.into_parts();
-    let Some(mut sink) = send_headers(&mut respond, &headers, limits) else {
+    let (stream, headers, trailers, compression) = response.into_parts_with_compression();
+    let compression = negotiated(compression, accept.as_ref());
+    let Some(mut sink) = send_headers(&mut respond, &headers, limits, compression) else {
         return;
     };
     // A panic inside the handler's stream fails this call alone, with trailers.
@@ -344,20 +361,37 @@ fn send_headers(
     respond: &mut SendResponse<Bytes>,
     metadata: &Metadata,
     limits: Limits,
+    compression: Option<Encoding>,
 ) -> Option<MessageSink> {
     let mut response = http::Response::new(());
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, GRPC_CONTENT_TYPE);
-    metadata.add_to_headers(response.headers_mut());
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, GRPC_CONTENT_TYPE);
+    if let Some(encoding) = compression {
+        headers.insert("grpc-encoding", HeaderValue::from_static(encoding.as_str()));
+    }
+    headers.insert(
+        "grpc-accept-encoding",
+        HeaderValue::from_static(ACCEPT_ENCODING),
+    );
+    metadata.add_to_headers(headers);
     tracing::debug!(target: WIRE_TARGET, headers = ?response.headers(), "send headers");
     match respond.send_response(response, false) {
-        Ok(stream) => Some(MessageSink::new(stream, limits.max_send)),
+        Ok(stream) => {
+            let mut sink = MessageSink::new(stream, limits.max_send);
+            sink.compress_with(compression);
+            Some(sink)
+        }
         Err(e) => {
             tracing::debug!(error = %e, "cannot send response headers");
             None
         }
     }
+}
+
+/// The response encoding: the one the handler asked for, if the client said it can decode it
+/// (compression.md: never compress with an encoding the client did not list).
+fn negotiated(asked: Option<Encoding>, accept: Option<&HeaderValue>) -> Option<Encoding> {
+    asked.filter(|e| accept.is_some_and(|a| e.is_accepted_by(a.as_bytes())))
 }
 
 fn finish(sink: MessageSink, end: PipeEnd, trailers: &Metadata) {
