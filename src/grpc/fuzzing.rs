@@ -23,7 +23,8 @@ const MAX_SCHEDULE: usize = 16;
 ///
 /// Input: `limit_hi limit_lo flags schedule_len [schedule bytes] stream...`. The limit is
 /// 0..=65 535; bit 0 of `flags` negotiates compression; each schedule byte is a chunk length
-/// (0 pushes an empty chunk), used in a cycle; an empty schedule pushes the stream whole.
+/// (0 pushes an empty chunk), used in a cycle; an empty or all-zero schedule pushes the stream
+/// whole.
 pub fn frame_decoder(data: &[u8]) {
     if data.len() < FRAME_HEADER_LEN {
         return;
@@ -33,7 +34,11 @@ pub fn frame_decoder(data: &[u8]) {
     let schedule_len = usize::from(data[3]) % (MAX_SCHEDULE + 1);
     let rest = &data[FRAME_HEADER_LEN..];
     let schedule_len = schedule_len.min(rest.len());
-    let (schedule, stream) = rest.split_at(schedule_len);
+    let (mut schedule, stream) = rest.split_at(schedule_len);
+    if schedule.iter().all(|&s| s == 0) {
+        // A schedule of only empty chunks would never make progress: push the stream whole.
+        schedule = &[];
+    }
     let stream = Bytes::copy_from_slice(stream);
 
     let expected = reference_decode(&stream, limit, compression);
@@ -266,6 +271,14 @@ mod tests {
     #[test]
     fn seeds_metadata_bin() {
         run_seeds("metadata_bin", metadata_bin);
+    }
+
+    // Regression: a chunk schedule of only zeros looped forever pushing empty chunks (found by
+    // cargo fuzz as a hang, not a crash: libFuzzer's default timeout is 20 minutes).
+    #[test]
+    fn frame_decoder_all_zero_schedule_terminates() {
+        frame_decoder(b"\x00\x64\x00\x02\x00\x00\x00\x00\x00\x00\x01x");
+        frame_decoder(b"\x00\x64\x00\x01\x00");
     }
 
     #[test]
