@@ -44,6 +44,7 @@ impl<T> Request<T> {
         metadata: Metadata,
         deadline: Option<Instant>,
         peer: Arc<Peer>,
+        compression: Option<Encoding>,
     ) -> Self {
         Self {
             message,
@@ -51,7 +52,7 @@ impl<T> Request<T> {
             timeout: None,
             deadline,
             peer: Some(peer),
-            compression: None,
+            compression,
         }
     }
 
@@ -60,7 +61,8 @@ impl<T> Request<T> {
         self.compression = encoding;
     }
 
-    /// The request compression asked for with [`Request::set_compression`].
+    /// The request compression asked for with [`Request::set_compression`]; on the server, the
+    /// encoding the client declared for its messages (`grpc-encoding`), `None` for identity.
     pub fn compression(&self) -> Option<Encoding> {
         self.compression
     }

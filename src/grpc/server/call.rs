@@ -160,7 +160,7 @@ where
     let work = async move {
         let mut requests = Streaming::<Req>::server(body, limits.max_recv, encoding);
         let message = read_one(&mut requests).await?;
-        f(Request::from_server(message, metadata, deadline, peer)).await
+        f(Request::from_server(message, metadata, deadline, peer, encoding)).await
     };
     let Some(response) = run_handler(&mut respond, sleep.as_mut().map(|s| s.as_mut()), work).await
     else {
@@ -205,7 +205,7 @@ where
     let work = async move {
         let mut requests = Streaming::<Req>::server(body, limits.max_recv, encoding);
         let message = read_one(&mut requests).await?;
-        f(Request::from_server(message, metadata, deadline, peer)).await
+        f(Request::from_server(message, metadata, deadline, peer, encoding)).await
     };
     let Some(response) = run_handler(&mut respond, sleep.as_mut().map(|s| s.as_mut()), work).await
     else {
@@ -234,7 +234,7 @@ where
     } = parts;
     let mut sleep = deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
     let requests = Streaming::<Req>::server(body, limits.max_recv, encoding);
-    let work = f(Request::from_server(requests, metadata, deadline, peer));
+    let work = f(Request::from_server(requests, metadata, deadline, peer, encoding));
     let Some(response) = run_handler(&mut respond, sleep.as_mut().map(|s| s.as_mut()), work).await
     else {
         return;
@@ -267,7 +267,7 @@ where
     } = parts;
     let mut sleep = deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
     let requests = Streaming::<Req>::server(body, limits.max_recv, encoding);
-    let work = f(Request::from_server(requests, metadata, deadline, peer));
+    let work = f(Request::from_server(requests, metadata, deadline, peer, encoding));
     let Some(response) = run_handler(&mut respond, sleep.as_mut().map(|s| s.as_mut()), work).await
     else {
         return;
