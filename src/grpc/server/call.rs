@@ -160,7 +160,10 @@ where
     let work = async move {
         let mut requests = Streaming::<Req>::server(body, limits.max_recv, encoding);
         let message = read_one(&mut requests).await?;
-        f(Request::from_server(message, metadata, deadline, peer, encoding)).await
+        f(Request::from_server(
+            message, metadata, deadline, peer, encoding,
+        ))
+        .await
     };
     let Some(response) = run_handler(&mut respond, sleep.as_mut().map(|s| s.as_mut()), work).await
     else {
@@ -205,7 +208,10 @@ where
     let work = async move {
         let mut requests = Streaming::<Req>::server(body, limits.max_recv, encoding);
         let message = read_one(&mut requests).await?;
-        f(Request::from_server(message, metadata, deadline, peer, encoding)).await
+        f(Request::from_server(
+            message, metadata, deadline, peer, encoding,
+        ))
+        .await
     };
     let Some(response) = run_handler(&mut respond, sleep.as_mut().map(|s| s.as_mut()), work).await
     else {
@@ -234,7 +240,9 @@ where
     } = parts;
     let mut sleep = deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
     let requests = Streaming::<Req>::server(body, limits.max_recv, encoding);
-    let work = f(Request::from_server(requests, metadata, deadline, peer, encoding));
+    let work = f(Request::from_server(
+        requests, metadata, deadline, peer, encoding,
+    ));
     let Some(response) = run_handler(&mut respond, sleep.as_mut().map(|s| s.as_mut()), work).await
     else {
         return;
@@ -267,7 +275,9 @@ where
     } = parts;
     let mut sleep = deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
     let requests = Streaming::<Req>::server(body, limits.max_recv, encoding);
-    let work = f(Request::from_server(requests, metadata, deadline, peer, encoding));
+    let work = f(Request::from_server(
+        requests, metadata, deadline, peer, encoding,
+    ));
     let Some(response) = run_handler(&mut respond, sleep.as_mut().map(|s| s.as_mut()), work).await
     else {
         return;
