@@ -387,3 +387,23 @@ async fn unknown_paths_are_unimplemented_for_the_client() {
         bounded(call).await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_answer_ends_a_client_stream_that_never_finishes() {
+    let server = start_server(Security::Plaintext).await;
+    let channel = server.channel().await;
+    let requests = stream::iter([EchoRequest::text("one")]).chain(stream::pending());
+    let status = bounded(
+        channel.client_streaming::<_, EchoReply, _>("/test.Echo/Nope", Request::new(requests)),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
+    let requests = stream::iter([EchoRequest::text("one")]).chain(stream::pending());
+    let status = bounded(
+        channel.bidi_streaming::<_, EchoReply, _>("/no.Such/Service", Request::new(requests)),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
+}

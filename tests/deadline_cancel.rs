@@ -211,3 +211,20 @@ async fn client_streaming_deadline_while_still_sending() {
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
     assert!(server.live.wait_zero(PROMPTLY).await, "handler still alive");
 }
+
+// Regression: the client computed its deadline as `Instant::now() + timeout`, which panicked
+// ("overflow when adding duration to instant") for a timeout such as `Duration::MAX`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_client_timeout_is_a_far_deadline() {
+    let server = start_server(Security::Plaintext).await;
+    let channel = server.channel().await;
+    for timeout in [
+        Duration::MAX,
+        Duration::from_secs(u64::MAX / 2),
+        Duration::from_secs(400_000_000_000),
+    ] {
+        let request = Request::new(EchoRequest::text("far")).with_timeout(timeout);
+        let reply = bounded(channel.unary::<_, EchoReply>(ECHO, request)).await;
+        assert_eq!(reply.unwrap().into_inner().text, "far", "{timeout:?}");
+    }
+}

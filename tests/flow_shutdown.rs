@@ -175,3 +175,19 @@ async fn connection_cap_queues_the_next_connection() {
     drop(first);
     assert_eq!(echo_call(&second, "second").await.unwrap().text, "second");
 }
+
+// Regression: `ServerConfig::validate` accepted `shutdown_grace = Duration::MAX`, and `run`
+// then panicked at shutdown adding a second of slack to it ("overflow when adding durations";
+// the connections would next have added it to `Instant::now()`). Such a setting is now a
+// configuration error up front.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_server_durations_are_configuration_errors() {
+    let mut server = start_server_with(Security::Plaintext, |config| {
+        config.shutdown_grace = Duration::MAX;
+    })
+    .await;
+    server.trigger_shutdown();
+    let error = bounded(&mut server.handle).await.unwrap().unwrap_err();
+    assert!(error.is_config(), "{error:?}");
+    assert!(error.to_string().contains("shutdown_grace"), "{error}");
+}

@@ -218,6 +218,12 @@ async fn well_formed_grpc_timeout_is_accepted() {
         .insert("grpc-timeout", HeaderValue::from_static("10S"));
     let response = peer.call(head, framed(&EchoRequest::text("x")), true).await;
     assert_ok_with_trailers(&response);
+    // The largest value the grammar allows (8 digits of hours) is a far deadline, not a panic.
+    let mut head = peer.head(ECHO);
+    head.headers_mut()
+        .insert("grpc-timeout", HeaderValue::from_static("99999999H"));
+    let response = peer.call(head, framed(&EchoRequest::text("x")), true).await;
+    assert_ok_with_trailers(&response);
     // And a tiny one that has passed by the time the server looks: DEADLINE_EXCEEDED.
     let mut head = peer.head(SLEEP);
     head.headers_mut()

@@ -171,6 +171,28 @@ impl ServerConfig {
         if self.handshake_timeout.is_zero() {
             return Err(Error::config("handshake_timeout must be positive"));
         }
+        // Every duration is added to `Instant::now()` (some with jitter or a second of slack),
+        // which panics past what `Instant` can hold; a year is far beyond any real setting.
+        const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+        let durations = [
+            ("handshake_timeout", Some(self.handshake_timeout)),
+            ("shutdown_grace", Some(self.shutdown_grace)),
+            ("keepalive_interval", self.keepalive_interval),
+            ("keepalive_timeout", Some(self.keepalive_timeout)),
+            ("max_connection_idle", self.max_connection_idle),
+            ("max_connection_age", self.max_connection_age),
+            (
+                "max_connection_age_grace",
+                Some(self.max_connection_age_grace),
+            ),
+        ];
+        for (name, value) in durations {
+            if value.is_some_and(|d| d > MAX_DURATION) {
+                return Err(Error::config(format!(
+                    "{name} = {value:?} is over the maximum of {MAX_DURATION:?}"
+                )));
+            }
+        }
         if self.keepalive_interval.is_some() && self.keepalive_timeout.is_zero() {
             return Err(Error::config("keepalive_timeout must be positive"));
         }
