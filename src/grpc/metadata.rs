@@ -50,13 +50,19 @@ pub enum MetadataError {
 /// Header names a user may never set or see as metadata: `te`, `content-type`, `grpc-*`,
 /// connection-specific headers and pseudo-headers.
 pub fn is_reserved(name: &str) -> bool {
-    let lower = name.to_ascii_lowercase();
+    // Compared without allocating: this runs for every header of every call.
+    let starts_with = |prefix: &str| {
+        name.len() >= prefix.len()
+            && name.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+    };
     // "Names starting with grpc- are reserved" (GRPC-NOTES §1.4); pseudo-headers start with ':'.
-    lower.starts_with("grpc-")
-        || lower.starts_with(':')
-        || lower == "te"
-        || lower == "content-type"
-        || CONNECTION_HEADERS.contains(&lower.as_str())
+    starts_with("grpc-")
+        || name.starts_with(':')
+        || name.eq_ignore_ascii_case("te")
+        || name.eq_ignore_ascii_case("content-type")
+        || CONNECTION_HEADERS
+            .iter()
+            .any(|h| name.eq_ignore_ascii_case(h))
 }
 
 /// User metadata of one request or response, held as an `http::HeaderMap`.
@@ -69,6 +75,24 @@ impl Metadata {
     /// An empty set of metadata.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Like [`Metadata::from_headers`], taking the map: the reserved entries every call carries
+    /// are removed in place, so the common case copies nothing.
+    pub fn from_header_map(mut headers: HeaderMap) -> Self {
+        for name in [
+            http::header::TE,
+            http::header::CONTENT_TYPE,
+            HeaderName::from_static("grpc-timeout"),
+            HeaderName::from_static("grpc-encoding"),
+            HeaderName::from_static("grpc-accept-encoding"),
+        ] {
+            headers.remove(name);
+        }
+        if headers.keys().any(|k| is_reserved(k.as_str())) {
+            return Self::from_headers(&headers);
+        }
+        Self { headers }
     }
 
     /// User metadata taken from request/response headers or trailers: reserved names dropped.
@@ -416,6 +440,59 @@ mod tests {
         #[test]
         fn decode_bin_never_panics(v in prop::collection::vec(any::<u8>(), 0..100)) {
             let _ = decode_bin(&v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod from_header_map_tests {
+    use super::*;
+
+    // Rule: reserved names are never exposed as user metadata (GRPC-NOTES §1.4); the in-place
+    // fast path must agree with the copying one whatever the headers hold.
+    #[test]
+    fn agrees_with_from_headers() {
+        let cases: &[&[(&str, &str)]] = &[
+            &[
+                ("te", "trailers"),
+                ("content-type", "application/grpc"),
+                ("x-a", "1"),
+            ],
+            &[("grpc-timeout", "1S"), ("token", "t"), ("x-b-bin", "AAEC")],
+            &[
+                ("grpc-custom", "no"),
+                ("x-c", "2"),
+                ("keep-alive", "5"),
+                ("te", "trailers"),
+            ],
+            &[],
+        ];
+        for case in cases {
+            let mut map = HeaderMap::new();
+            for (k, v) in *case {
+                map.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+            }
+            assert_eq!(
+                Metadata::from_header_map(map.clone()),
+                Metadata::from_headers(&map)
+            );
+        }
+    }
+
+    #[test]
+    fn reserved_names_in_any_case() {
+        for name in [
+            "grpc-status",
+            "GRPC-Message",
+            "te",
+            "Content-Type",
+            ":path",
+            "Connection",
+        ] {
+            assert!(is_reserved(name), "{name}");
+        }
+        for name in ["x-grpc", "token", "tea", "content-typed"] {
+            assert!(!is_reserved(name), "{name}");
         }
     }
 }

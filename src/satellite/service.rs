@@ -127,18 +127,24 @@ impl MapService {
             y,
             img: self.inner.images[usize::from(cell)].clone(),
         });
-        let outcome = match &result {
-            Ok(_) => "OK".to_owned(),
-            Err(e) => format!("OUT_OF_RANGE: {e}"),
-        };
-        log_call(
-            &request,
-            "GetImage",
-            format_args!("({x}, {y})"),
-            &outcome,
-            started,
-            result.is_err(),
-        );
+        match &result {
+            Ok(_) => log_call(
+                &request,
+                "GetImage",
+                format_args!("({x}, {y})"),
+                format_args!("OK"),
+                started,
+                false,
+            ),
+            Err(e) => log_call(
+                &request,
+                "GetImage",
+                format_args!("({x}, {y})"),
+                format_args!("OUT_OF_RANGE: {e}"),
+                started,
+                true,
+            ),
+        }
         result
             .map(|image| self.response(image))
             .map_err(|e| Status::out_of_range(e.to_string()))
@@ -157,7 +163,7 @@ impl MapService {
                 &request,
                 "GetImages",
                 format_args!("{area:?}"),
-                "INVALID_ARGUMENT: missing corner",
+                format_args!("INVALID_ARGUMENT: missing corner"),
                 started,
                 true,
             );
@@ -168,12 +174,11 @@ impl MapService {
             Ok(cells) => cells,
             Err(e) => {
                 let status = status_of(&e);
-                let outcome = format!("{}: {e}", status.code());
                 log_call(
                     &request,
                     "GetImages",
                     format_args!("{what}"),
-                    &outcome,
+                    format_args!("{}: {e}", status.code()),
                     started,
                     true,
                 );
@@ -311,18 +316,27 @@ fn log_call<T>(
     request: &Request<T>,
     method: &str,
     what: fmt::Arguments<'_>,
-    outcome: &str,
+    outcome: fmt::Arguments<'_>,
     started: Instant,
     bad_request: bool,
 ) {
+    // The hot path: with the level off, nothing below (formatting, allocation) may run.
+    let enabled = if bad_request {
+        tracing::enabled!(tracing::Level::INFO)
+    } else {
+        tracing::enabled!(tracing::Level::DEBUG)
+    };
+    if !enabled {
+        return;
+    }
     let peer = describe_peer(request);
     let token = request.metadata().get("token").unwrap_or("-");
     let elapsed_us = started.elapsed().as_micros() as u64;
     // Bad requests are the client's fault: info, never error, so a hostile client cannot
     // raise alarms. This service has no server faults of its own to log at error.
     if bad_request {
-        tracing::info!(%peer, method, request = %what, token, outcome, elapsed_us, "call");
+        tracing::info!(%peer, method, request = %what, token, %outcome, elapsed_us, "call");
     } else {
-        tracing::debug!(%peer, method, request = %what, token, outcome, elapsed_us, "call");
+        tracing::debug!(%peer, method, request = %what, token, %outcome, elapsed_us, "call");
     }
 }
