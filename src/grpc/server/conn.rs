@@ -5,13 +5,17 @@ use std::{
     hash::{BuildHasher as _, Hash as _, Hasher as _},
     net::SocketAddr,
     pin::Pin,
-    sync::Arc,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    task::{Context, Poll},
     time::Duration,
 };
 
 use bytes::Bytes;
 use tokio::{
-    io::{AsyncRead, AsyncWrite},
+    io::{AsyncRead, AsyncWrite, ReadBuf},
     net::TcpStream,
     sync::watch,
     task::JoinSet,
@@ -121,6 +125,10 @@ where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let config = &shared.config;
+    // RFC 9113 §3.4: the client preface is the magic *and* a SETTINGS frame, but h2's handshake
+    // ends after the magic; a peer that stops there must not hold the connection forever.
+    let preface_deadline = Instant::now() + config.handshake_timeout;
+    let (io, read) = ReadCount::new(io);
     let handshake = tokio::time::timeout(
         config.handshake_timeout,
         shared.builder.handshake::<_, Bytes>(io),
@@ -153,9 +161,18 @@ where
             "shutdown",
         );
     }
+    let mut preface_timer = Box::pin(tokio::time::sleep_until(preface_deadline));
+    let mut preface_done = false;
     loop {
         tokio::select! {
             biased;
+            () = &mut preface_timer, if !preface_done => {
+                if read.load(Ordering::Relaxed) < PREFACE_WITH_SETTINGS {
+                    tracing::debug!(peer = ?peer.addr, "no SETTINGS after the preface; closing");
+                    break;
+                }
+                preface_done = true;
+            }
             changed = stop.changed(), if !draining => {
                 if changed.is_err() || *stop.borrow() {
                     timers.drain(&mut connection, &mut draining, config.shutdown_grace, "shutdown");
@@ -217,6 +234,75 @@ where
     }
     // The connection is closed: nothing a call still holds can reach the peer.
     calls.shutdown().await;
+}
+
+/// The magic and a SETTINGS frame header: what a peer must have sent within the handshake
+/// timeout.
+const PREFACE_WITH_SETTINGS: usize = 24 + 9;
+
+/// Counts the bytes read from a connection, up to about [`PREFACE_WITH_SETTINGS`].
+struct ReadCount<IO> {
+    io: IO,
+    read: Arc<AtomicUsize>,
+}
+
+impl<IO> ReadCount<IO> {
+    fn new(io: IO) -> (Self, Arc<AtomicUsize>) {
+        let read = Arc::new(AtomicUsize::new(0));
+        (
+            Self {
+                io,
+                read: read.clone(),
+            },
+            read,
+        )
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for ReadCount<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut self.io).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        if n > 0 && self.read.load(Ordering::Relaxed) < PREFACE_WITH_SETTINGS {
+            self.read.fetch_add(n, Ordering::Relaxed);
+        }
+        poll
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for ReadCount<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
 }
 
 /// The timers of one connection: shutdown grace, max age (with jitter), max idle, keepalive.
