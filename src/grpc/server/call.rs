@@ -127,12 +127,12 @@ pub(crate) fn dispatch(
     Some(handler.call(CallParts {
         body,
         respond,
-        metadata: Metadata::from_headers(&head.headers),
+        accept: head.headers.get("grpc-accept-encoding").cloned(),
+        metadata: Metadata::from_header_map(head.headers),
         deadline,
         peer: peer.clone(),
         limits,
         encoding,
-        accept: head.headers.get("grpc-accept-encoding").cloned(),
     }))
 }
 

@@ -220,9 +220,16 @@ where
             }
             accepted = connection.accept() => match accepted {
                 Some(Ok((request, respond))) => {
-                    if let Some(call) = call::dispatch(request, respond, &shared.router, &peer, limits) {
-                        calls.spawn(call);
+                    if let Some(mut call) = call::dispatch(request, respond, &shared.router, &peer, limits) {
+                        // Poll the call once right here: one that can finish without waiting
+                        // (most unary calls) costs no task, and its answer leaves with the
+                        // connection's next flush together with the others read in this batch.
+                        let first = std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await;
+                        if first.is_pending() {
+                            calls.spawn(call);
+                        }
                     }
+                    timers.rearm_idle(config);
                 }
                 Some(Err(e)) => {
                     tracing::debug!(peer = ?peer.addr, error = %e, "connection error");
