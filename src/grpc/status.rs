@@ -275,10 +275,19 @@ impl Status {
     /// char boundary, omitted when empty) and grpc-status-details-bin (base64 unpadded, omitted
     /// when empty) into a trailer/header map, replacing any existing values.
     pub fn add_to_headers(&self, headers: &mut HeaderMap) {
+        // Every call ends here, so the common case (a fresh map) skips the removals and the
+        // code's decimal form is a static value rather than a formatted allocation.
+        const DECIMAL: [&str; 17] = [
+            "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15",
+            "16",
+        ];
+        if !headers.is_empty() {
+            headers.remove(GRPC_MESSAGE);
+            headers.remove(GRPC_STATUS_DETAILS_BIN);
+        }
         // "grpc-status must be in the trailers even for OK" (GRPC-NOTES §1.5).
-        headers.insert(GRPC_STATUS, HeaderValue::from(self.code().as_i32()));
-        headers.remove(GRPC_MESSAGE);
-        headers.remove(GRPC_STATUS_DETAILS_BIN);
+        let code = usize::try_from(self.code().as_i32()).unwrap_or(2);
+        headers.insert(GRPC_STATUS, HeaderValue::from_static(DECIMAL[code.min(16)]));
         let message = truncate(self.message(), MAX_MESSAGE_BYTES);
         if !message.is_empty() {
             // Percent-encoding leaves only visible ASCII, which a HeaderValue always accepts;
