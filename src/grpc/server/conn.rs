@@ -92,11 +92,11 @@ pub(crate) async fn serve(
     let stream = match handshake {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {
-            tracing::info!(peer = ?addr, error = %e, "TLS handshake failed");
+            tracing::info!(peer = %Addr(addr), error = %e, "TLS handshake failed");
             return;
         }
         Err(_) => {
-            tracing::info!(peer = ?addr, "TLS handshake timed out");
+            tracing::info!(peer = %Addr(addr), "TLS handshake timed out");
             return;
         }
     };
@@ -137,11 +137,11 @@ where
     let mut connection = match handshake {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => {
-            tracing::debug!(peer = ?peer.addr, error = %e, "HTTP/2 handshake failed");
+            tracing::debug!(peer = %Addr(peer.addr), error = %e, "HTTP/2 handshake failed");
             return;
         }
         Err(_) => {
-            tracing::debug!(peer = ?peer.addr, "HTTP/2 preface timed out");
+            tracing::debug!(peer = %Addr(peer.addr), "HTTP/2 preface timed out");
             return;
         }
     };
@@ -168,7 +168,7 @@ where
             biased;
             () = &mut preface_timer, if !preface_done => {
                 if read.load(Ordering::Relaxed) < PREFACE_WITH_SETTINGS {
-                    tracing::debug!(peer = ?peer.addr, "no SETTINGS after the preface; closing");
+                    tracing::debug!(peer = %Addr(peer.addr), "no SETTINGS after the preface; closing");
                     break;
                 }
                 preface_done = true;
@@ -179,7 +179,7 @@ where
                 }
             }
             () = &mut timers.grace, if draining => {
-                tracing::debug!(peer = ?peer.addr, calls = calls.len(), "grace period over; closing");
+                tracing::debug!(peer = %Addr(peer.addr), calls = calls.len(), "grace period over; closing");
                 break;
             }
             () = &mut timers.age, if timers.age_armed && !draining => {
@@ -191,7 +191,7 @@ where
             () = &mut timers.ping, if timers.keepalive.is_some() && ping_pong.is_some() => {
                 if timers.awaiting_pong {
                     // A8: no PONG within the timeout means the peer or the path is dead.
-                    tracing::debug!(peer = ?peer.addr, "keepalive ping timed out; closing");
+                    tracing::debug!(peer = %Addr(peer.addr), "keepalive ping timed out; closing");
                     break;
                 }
                 if let (Some(pp), Some((_, timeout))) = (ping_pong.as_mut(), timers.keepalive) {
@@ -232,7 +232,7 @@ where
                     timers.rearm_idle(config);
                 }
                 Some(Err(e)) => {
-                    tracing::debug!(peer = ?peer.addr, error = %e, "connection error");
+                    tracing::debug!(peer = %Addr(peer.addr), error = %e, "connection error");
                     break;
                 }
                 None => break,
@@ -386,4 +386,16 @@ fn jitter(d: Duration, peer: &Peer) -> Duration {
     std::time::SystemTime::now().hash(&mut hasher);
     let unit = (hasher.finish() % 2001) as f64 / 1000.0 - 1.0; // [-1, 1]
     d.mul_f64(1.0 + 0.1 * unit)
+}
+
+/// A peer address for logs: `127.0.0.1:5000`, or `-` when the transport has none.
+struct Addr(Option<SocketAddr>);
+
+impl std::fmt::Display for Addr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(addr) => addr.fmt(f),
+            None => f.write_str("-"),
+        }
+    }
 }
