@@ -161,7 +161,7 @@ impl<T: prost::Message + Default> Streaming<T> {
                         let _ = self.body.flow_control().release_capacity(chunk.len());
                         self.decoder.push(chunk);
                     }
-                    Some(Err(e)) => return self.fail(status_from_h2(&e)),
+                    Some(Err(e)) => return self.fail(self.status_from_h2(&e)),
                     None => {
                         if let Err(e) = self.decoder.finish() {
                             return self.fail(status_from_frame_error(e));
@@ -178,7 +178,7 @@ impl<T: prost::Message + Default> Streaming<T> {
                                 "server closed the stream without sending trailers",
                             ))
                         }
-                        Err(e) => return self.fail(status_from_h2(&e)),
+                        Err(e) => return self.fail(self.status_from_h2(&e)),
                     };
                     self.state = State::Done;
                     tracing::debug!(target: WIRE_TARGET, ?trailers, "recv trailers");
@@ -191,6 +191,17 @@ impl<T: prost::Message + Default> Streaming<T> {
                 }
                 State::Done => {}
             }
+        }
+    }
+
+    /// A stream error as a status: DEADLINE_EXCEEDED once our deadline has passed, since the
+    /// reset may be our own request side reacting to that deadline first.
+    fn status_from_h2(&self, e: &h2::Error) -> Status {
+        match &self.deadline {
+            Some(d) if Instant::now() >= d.deadline() => {
+                Status::deadline_exceeded("deadline exceeded")
+            }
+            _ => status_from_h2(e),
         }
     }
 

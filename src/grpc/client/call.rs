@@ -239,7 +239,15 @@ impl Channel {
                 Err(_) => return Err(Status::deadline_exceeded("deadline exceeded")),
             },
         };
-        let response = response.map_err(|e| status_from_h2(&e))?;
+        // Our own deadline may have reset the stream (the request side saw it first): that is
+        // DEADLINE_EXCEEDED, not the CANCELLED of the reset.
+        let response = response.map_err(|e| {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                Status::deadline_exceeded("deadline exceeded")
+            } else {
+                status_from_h2(&e)
+            }
+        })?;
         let (head, body) = response.into_parts();
         tracing::debug!(target: WIRE_TARGET, status = %head.status, headers = ?head.headers, "recv headers");
         let status = Status::from_headers(&head.headers);
