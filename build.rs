@@ -10,6 +10,9 @@ const PROTOS: &[&str] = &[
     "grpc/health/v1/health.proto",
     "grpc/reflection/v1/reflection.proto",
     "grpc/reflection/v1alpha/reflection.proto",
+    "grpc/testing/empty.proto",
+    "grpc/testing/messages.proto",
+    "grpc/testing/test.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
