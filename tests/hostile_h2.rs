@@ -450,13 +450,24 @@ async fn peer_that_never_reads_is_bounded() {
         bytes.extend(data_frames(id, &grpc_message(&endless), true));
     }
     assert!(peer.send_within(&bytes, SECS(5)).await);
+    let sent = std::time::Instant::now();
+    assert!(
+        server.live.wait_for(SECS(2), |n| n == 4).await,
+        "the four streams did not start: {} live",
+        server.live.get()
+    );
     // Never read. The handlers end at their deadline all the same.
     assert!(
         server.live.wait_zero(SECS(5)).await,
         "handlers outlived their deadline"
     );
+    let ended_after = sent.elapsed();
+    assert!(ended_after >= Duration::from_millis(400), "{ended_after:?}");
     let produced = server.produced.load(std::sync::atomic::Ordering::SeqCst);
-    println!("hostile: never reads: {produced} messages of 16 KiB produced");
+    println!(
+        "hostile: never reads: handlers ended after {ended_after:?}; {produced} messages of 16 KiB produced"
+    );
+    assert!(produced > 4, "the streams never produced");
     // Socket buffers plus 4 x 400 KiB of send buffer, in 16 KiB messages.
     assert!(
         produced < 2_000,
