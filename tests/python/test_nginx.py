@@ -64,11 +64,19 @@ def cluster(tmp_path: Path):
     certs = make_certs(tmp_path / "certs")
     replicas = []
     for i in range(3):
-        health_port = free_port()
-        server = start_server(
-            certs, tmp_path, "--instance", f"r{i}", "--health-port", str(health_port),
-            "--send-delay", "20", "--grace", "1",
-        )
+        # Two ports picked separately can collide (the first is not bound until serve runs):
+        # retry with fresh ones on "Address already in use".
+        for attempt in range(5):
+            health_port = free_port()
+            try:
+                server = start_server(
+                    certs, tmp_path, "--instance", f"r{i}", "--health-port", str(health_port),
+                    "--send-delay", "20", "--grace", "1",
+                )
+                break
+            except RuntimeError as e:
+                if "in use" not in str(e) or attempt == 4:
+                    raise
         replicas.append((server, f"127.0.0.1:{health_port}"))
     prefix = tmp_path / "nginx"
     prefix.mkdir()
