@@ -22,6 +22,8 @@ Scenarios (ids for --only):
   mtls       loadgen (our client) with mutual TLS, unary -c 16 -m 32: calls/s, p50/p99,
              server CPU us/call, peak RSS
   mtlsstream loadgen with mutual TLS, GetImages 1 KiB images, 8 concurrent streams: MB/s
+  idle       memory per idle mTLS connection: loadgen holds 10,000 connections (one call each);
+             (server VmRSS then - VmRSS before) / connections
   client     client side: our loadgen vs tonic_client against the tonic server at equal
              concurrency: calls/s, p99 and client CPU us/call
 """
@@ -33,6 +35,8 @@ import json
 import os
 import platform
 import re
+import resource
+import select
 import shutil
 import signal
 import socket
@@ -491,6 +495,38 @@ def scen_mtls_stream(servers, a, tmp, certs):
                 srv.stop()
 
 
+def scen_idle(servers, a, tmp, certs):
+    loadgen = os.path.join(PEER_BIN, "loadgen")
+    n = a.idle_conns
+    title = f"{n:,} idle mTLS connections held (one call each)"
+    for r in range(a.runs):
+        for s in servers:
+            addr = f"127.0.0.1:{free_port()}"
+            srv = Server(s, server_argv(s, addr, certs, go_bin=a.go_bin), addr)
+            cmd = ["taskset", "-c", LOAD_CPU, loadgen, "--addr", addr, "--certs", certs, "hold", "-c", str(n), "--hold", "600"]
+            note_cmd("idle", cmd, addr)
+            gen = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            try:
+                ready, _, _ = select.select([gen.stdout], [], [], 600)
+                line = gen.stdout.readline() if ready else ""
+                if not line.startswith("{"):
+                    raise RuntimeError(f"loadgen hold against {s} printed no result: {line!r}")
+                res = json.loads(line)
+                time.sleep(1)
+                held_kib = srv.mem()["VmRSS"]
+                if res["errors"]:
+                    NOTES.append(f"{title}: {s} run {r + 1}: {res['errors']} of {n} connections failed")
+                if res["held"]:
+                    per = (held_kib - srv.idle["VmRSS"]) / res["held"]
+                    record("idle", "per_conn", s, per, f"{title}: server memory per connection", "KiB", False)
+                    record("idle", "rss", s, held_kib / 1024, f"{title}: server RSS", "MiB", False)
+                    log(f"  {title} [{s}] run {r + 1}: {per:.1f} KiB/connection, {res['held']} held in {res['secs']} s")
+            finally:
+                gen.kill()
+                gen.wait()
+                srv.stop()
+
+
 def scen_client(a, tmp):
     c, m = a.conc
     title = f"client side vs tonic_server (plaintext), -c {c} -m {m}"
@@ -677,7 +713,8 @@ def main():
     p.add_argument("--duration", type=float, help="h2load -D / loadgen -d seconds (default 10; quick 2)")
     p.add_argument("--warmup", type=float, help="warm-up seconds (default 2; quick 1)")
     p.add_argument("--conc", default="16x32", help="unary connections x in-flight per connection (default 16x32)")
-    p.add_argument("--only", help="comma-separated scenarios: unary,latency,stream,mtls,mtlsstream,client")
+    p.add_argument("--idle-conns", type=int, help="idle mTLS connections held (default 10000; quick 1000)")
+    p.add_argument("--only", help="comma-separated scenarios: unary,latency,stream,mtls,mtlsstream,idle,client")
     p.add_argument("--servers", default="satellite,tonic,floor,go", help="servers to compare, in the alternating order")
     p.add_argument("--skip-build", action="store_true", help="use the binaries already built")
     p.add_argument("--out", default=os.path.join(ROOT, "BENCHMARKS.md"), help="markdown report path ('-' for none)")
@@ -688,8 +725,13 @@ def main():
     a.warmup = a.warmup if a.warmup is not None else (1 if a.quick else 2)
     a.stream_rounds_small = 2 if a.quick else 10
     a.stream_rounds_large = 1 if a.quick else 3
+    a.idle_conns = a.idle_conns or (1000 if a.quick else 10_000)
     a.conc = tuple(int(x) for x in a.conc.split("x"))
-    only = set((a.only or "unary,latency,stream,mtls,mtlsstream,client").split(","))
+    only = set((a.only or "unary,latency,stream,mtls,mtlsstream,idle,client").split(","))
+    # Enough file descriptors for the held connections (inherited by servers and load).
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard >= 65536:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (65536, hard))
     if a.duration != int(a.duration) or a.warmup != int(a.warmup):
         sys.exit("h2load takes whole seconds: --duration and --warmup must be integers")
     a.duration, a.warmup = int(a.duration), int(a.warmup)
@@ -730,6 +772,9 @@ def main():
         if "mtlsstream" in only:
             log("== GetImages mTLS (loadgen)")
             scen_mtls_stream(servers, a, tmp, certs)
+        if "idle" in only:
+            log(f"== {a.idle_conns} idle mTLS connections (loadgen hold)")
+            scen_idle(servers, a, tmp, certs)
         if "client" in only:
             log("== client side (loadgen vs tonic_client against tonic_server)")
             scen_client(a, tmp)
@@ -743,6 +788,60 @@ def main():
         print("note:", n)
     if a.out != "-":
         write_report(a, rows, servers, started)
+
+
+ABOUT = """
+## What this measures
+
+The suite compares, in one run on one machine, `satellite serve` against the same Satellite
+service on tonic 0.14 (`benches/peers` `tonic_server`), the classic grpc-go server
+(`tests/peers/go`, when its build script is present and builds) and a raw-h2 floor
+(`benches/peers` `floor_server`: one task per connection, canned headers and trailers, every
+readable request answered before one flush, streamed messages encoded straight into 64 KiB
+chunks within the granted capacity, a 1 MiB send buffer; it still parses every request and
+produces correct images). The floor is the physical limit for a server on `h2`.
+
+- Plaintext load is h2load (nghttp2-client): unary `GetImage(1, 2)` at `-c 16 -m 32` and at
+  `-c 1 -m 1`, and `GetImages` over the whole map at `--scale 8` with 1-byte and 1 KiB images,
+  one stream at a time and 8 concurrent streams on one connection. Every GetImages run checks
+  h2load's received DATA bytes against the exact gRPC framing computed from the map size; every
+  unary series first checks one answer is the 12 framed bytes of `Image{1, 2, [cell]}`.
+- mTLS (h2load cannot present a client certificate) uses `loadgen`, our load generator on the
+  satellite crate's client, against every server alike: unary calls/s, p50/p99 and the
+  server's CPU per call; GetImages MB/s with 1 KiB images; memory per idle connection with
+  10,000 connections held.
+- Client side: `loadgen` vs `tonic_client` (tonic's client) against `tonic_server`, same
+  connections and calls in flight: calls/s, p99 and the client's own CPU per call.
+- Each server runs pinned to CPU 0 (`taskset -c 0`), each load generator to CPU 1, a fresh
+  server process per measurement, servers alternating A B C A B C ...
+
+## How to run
+
+    python3 benches/run.py             # full: 5 runs per figure, h2load -D 10 --warm-up-time 2
+    python3 benches/run.py --quick     # smoke test: 1 run, 2 s figures
+    python3 benches/run.py --only unary,mtls --runs 7 --duration 10 --servers satellite,tonic,floor
+
+It builds both packages (`cargo build --release` here and in `benches/peers`, whose own
+`[workspace]` keeps tonic out of satellite's build), builds the Go peer with
+`tests/peers/go/build.sh` when it exists (skipped with a note otherwise), installs h2load
+(`apt-get install nghttp2-client`) when missing, and writes this file. `.ci/run` does not run
+the suite (minutes long, and only meaningful on a quiet machine), nor build the peers: a cold
+release build of `benches/peers` (tonic, thin LTO, codegen-units 1) took over 8 minutes here.
+
+## Approximations
+
+- Server CPU per call is utime+stime from /proc/PID/stat (10 ms ticks), read by a timer at the
+  end of the warm-up and again after the load, divided by the calls measured; for GetImages it
+  covers the whole h2load run (per image, in ns), so very short runs (`--quick`) round to a tick.
+- h2load's p50/p99 come from its `--log-file`; calls/s is h2load's req/s over `-D`.
+- With the load generator on a single CPU, `loadgen`'s mTLS calls/s can be bounded by the
+  client rather than the server: server CPU per call is the figure to compare there.
+- Idle RSS is VmRSS 0.3 s after the server listens; peak RSS is VmHWM after the load; memory per
+  idle connection is (VmRSS with the connections held - idle VmRSS) / connections.
+- The Go server takes no `--scale`/`--img-bytes`, so it is only in the unary, mTLS and idle rows.
+- On a shared machine (other jobs on the same two CPUs) absolute numbers move from run to
+  run; the min–max columns show by how much. Compare ratios measured in the same run.
+"""
 
 
 def write_report(a, rows, servers, started):
@@ -774,6 +873,7 @@ def write_report(a, rows, servers, started):
     ]
     if NOTES:
         lines += ["Notes from this run:", ""] + [f"- {n}" for n in NOTES] + [""]
+    lines += ABOUT.strip("\n").split("\n") + [""]
     lines += ["## Commands", "", "One example per scenario (PORT is a fresh port per run; the servers run as "
               f"`taskset -c {SERVER_CPU} <server> --addr 127.0.0.1:PORT [--plaintext | --certs DIR] --scale K --img-bytes N`):", ""]
     for k, cmdline in COMMANDS.items():

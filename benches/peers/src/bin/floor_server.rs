@@ -227,7 +227,7 @@ impl Task {
                     }
                     let cap = send.capacity();
                     if cap == 0 {
-                        send.reserve_capacity(CHUNK.min(pending.len().max(1)).max(CHUNK));
+                        send.reserve_capacity(CHUNK);
                         match send.poll_capacity(cx) {
                             Poll::Ready(Some(Ok(_))) => {
                                 idle_polls += 1;

@@ -38,6 +38,14 @@ enum Mode {
         #[arg(long, default_value_t = 2.0)]
         warmup: f64,
     },
+    /// Opens `connections` connections, makes one GetImage on each, prints a JSON line, then
+    /// holds them idle for `hold` seconds (for memory per idle connection).
+    Hold {
+        #[arg(short = 'c', long, default_value_t = 10_000)]
+        connections: usize,
+        #[arg(long, default_value_t = 60.0)]
+        hold: f64,
+    },
     /// GetImages over the whole map (80*scale x 32*scale), `streams` at once, `rounds` times.
     Stream {
         #[arg(long, default_value_t = 8)]
@@ -144,6 +152,50 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 total,
         client_cpu
             );
+        }
+        Mode::Hold { connections, hold } => {
+            let started = Instant::now();
+            let (mut clients, mut errors) = (Vec::with_capacity(connections), 0u64);
+            let mut first_error = None;
+            let mut left = connections;
+            while left > 0 {
+                let batch = left.min(32);
+                left -= batch;
+                let mut handles = Vec::new();
+                for _ in 0..batch {
+                    let args = args.clone();
+                    handles.push(tokio::spawn(async move {
+                        let client = connect(&args).await.map_err(|e| e.to_string())?;
+                        client
+                            .get_image(1, 2, &CallOptions::default())
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        Ok::<_, String>(client)
+                    }));
+                }
+                for h in handles {
+                    match h.await? {
+                        Ok(c) => clients.push(c),
+                        Err(e) => {
+                            errors += 1;
+                            first_error.get_or_insert(e);
+                        }
+                    }
+                }
+            }
+            if let Some(e) = first_error {
+                eprintln!("loadgen: first error: {e}");
+            }
+            println!(
+                "{{\"client\":\"satellite\",\"held\":{},\"errors\":{},\"secs\":{:.2}}}",
+                clients.len(),
+                errors,
+                started.elapsed().as_secs_f64()
+            );
+            use std::io::Write as _;
+            std::io::stdout().flush()?;
+            tokio::time::sleep(Duration::from_secs_f64(hold)).await;
+            drop(clients);
         }
         Mode::Stream {
             scale,
