@@ -219,6 +219,13 @@ where
             .initial_window_size(1024 * 1024)
             .initial_connection_window_size(2 * 1024 * 1024)
             .max_header_list_size(16 * 1024)
+            // h2 counts the resets it makes itself over a connection's whole life and closes
+            // the connection past a cap (1 024), a server's defence against MadeYouReset. A
+            // client that cancels many streams answers late frames for them with such resets,
+            // so the cap would kill a long-lived channel: remember more recently reset streams
+            // (their late frames are then ignored) and leave the cap to servers.
+            .max_concurrent_reset_streams(1024)
+            .max_local_error_reset_streams(None)
             .handshake::<_, Bytes>(io),
     )
     .await
