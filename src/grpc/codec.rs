@@ -32,6 +32,18 @@ pub fn encode<M: prost::Message>(
             "message of {len} bytes exceeds the send limit of {max_len} bytes"
         )));
     }
+    if len <= SMALL {
+        // prost writes varints a byte at a time through `BufMut`, and each `BytesMut::put_u8`
+        // re-checks capacity and length; on a plain slice it is a pointer bump. For small
+        // messages (the streaming hot path) encoding on the stack and copying once is ~2x
+        // cheaper in instructions (callgrind, 1-byte images).
+        let mut stack = [0u8; PREFIX_LEN + SMALL];
+        let (mut prefix, mut body) = stack.split_at_mut(PREFIX_LEN);
+        put_prefix(&mut prefix, false, len32);
+        msg.encode_raw(&mut body);
+        buf.extend_from_slice(&stack[..PREFIX_LEN + len]);
+        return Ok(());
+    }
     buf.reserve(PREFIX_LEN + len);
     put_prefix(buf, false, len32);
     // Cannot fail: the buffer was reserved for exactly encoded_len() bytes above.
@@ -39,10 +51,70 @@ pub fn encode<M: prost::Message>(
     Ok(())
 }
 
+/// Messages up to this size are encoded on the stack first (see [`encode`]).
+const SMALL: usize = 128;
+
 /// Decodes one message payload.
 ///
 /// # Errors
 /// `INTERNAL` for bytes that are not a valid message of this type (GRPC-NOTES §1.6).
 pub fn decode<M: prost::Message + Default>(payload: Bytes) -> Result<M, Status> {
     M::decode(payload).map_err(|e| Status::internal(format!("failed to decode message: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grpc::frame::FrameDecoder;
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Msg {
+        #[prost(int32, tag = "1")]
+        x: i32,
+        #[prost(bytes = "vec", tag = "2")]
+        body: Vec<u8>,
+    }
+
+    // Rule: the stack path for small messages and the direct path for large ones frame the
+    // same bytes (one encoding, whichever path), back to back in one buffer.
+    #[test]
+    fn small_and_large_messages_round_trip_in_one_buffer() {
+        let sizes = [0, 1, SMALL - 8, SMALL - 3, SMALL, SMALL + 1, 4096];
+        let messages: Vec<Msg> = sizes
+            .iter()
+            .map(|&n| Msg {
+                x: -7,
+                body: vec![0xAB; n],
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        for m in &messages {
+            encode(m, &mut buf, usize::MAX).unwrap();
+            let mut direct = BytesMut::new();
+            put_prefix(&mut direct, false, prost::Message::encoded_len(m) as u32);
+            prost::Message::encode_raw(m, &mut direct);
+            assert!(buf.ends_with(&direct));
+        }
+        let mut decoder = FrameDecoder::new(1 << 20, false);
+        decoder.push(buf.freeze());
+        for m in &messages {
+            let frame = decoder.next_frame().unwrap().unwrap();
+            assert_eq!(&decode::<Msg>(frame.payload).unwrap(), m);
+        }
+        assert!(decoder.next_frame().unwrap().is_none());
+    }
+
+    #[test]
+    fn over_the_send_limit_is_resource_exhausted() {
+        let err = encode(
+            &Msg {
+                x: 1,
+                body: vec![0; 100],
+            },
+            &mut BytesMut::new(),
+            50,
+        )
+        .unwrap_err();
+        assert_eq!(err.code(), crate::grpc::Code::ResourceExhausted);
+    }
 }

@@ -47,6 +47,14 @@ pub enum MetadataError {
     AsciiKeyRequired,
 }
 
+/// `grpc-timeout`, parsed once at compile time: looking a header up by `&str` parses the
+/// name on every call.
+pub(crate) const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+/// `grpc-encoding`, the message encoding of the sender.
+pub(crate) const GRPC_ENCODING: HeaderName = HeaderName::from_static("grpc-encoding");
+/// `grpc-accept-encoding`, the encodings the sender can decode.
+pub(crate) const GRPC_ACCEPT_ENCODING: HeaderName = HeaderName::from_static("grpc-accept-encoding");
+
 /// Header names a user may never set or see as metadata: `te`, `content-type`, `grpc-*`,
 /// connection-specific headers and pseudo-headers.
 pub fn is_reserved(name: &str) -> bool {
@@ -83,9 +91,9 @@ impl Metadata {
         for name in [
             http::header::TE,
             http::header::CONTENT_TYPE,
-            HeaderName::from_static("grpc-timeout"),
-            HeaderName::from_static("grpc-encoding"),
-            HeaderName::from_static("grpc-accept-encoding"),
+            GRPC_TIMEOUT,
+            GRPC_ENCODING,
+            GRPC_ACCEPT_ENCODING,
         ] {
             headers.remove(name);
         }

@@ -15,7 +15,7 @@ use super::Channel;
 use crate::grpc::{
     codec,
     compression::{self, Encoding, ACCEPT_ENCODING},
-    metadata::Metadata,
+    metadata::{Metadata, GRPC_ACCEPT_ENCODING, GRPC_ENCODING, GRPC_TIMEOUT},
     recv::{status_from_h2, Streaming},
     request::{Request, Response},
     send::{MessageSink, PipeEnd},
@@ -212,13 +212,13 @@ impl Channel {
         if let Some(t) = request.timeout() {
             let value = HeaderValue::try_from(timeout::format(t))
                 .map_err(|e| Status::internal(format!("cannot format grpc-timeout: {e}")))?;
-            headers.insert("grpc-timeout", value);
+            headers.insert(GRPC_TIMEOUT, value);
         }
         if let Some(encoding) = self.compression_of(request) {
-            headers.insert("grpc-encoding", HeaderValue::from_static(encoding.as_str()));
+            headers.insert(GRPC_ENCODING, HeaderValue::from_static(encoding.as_str()));
         }
         headers.insert(
-            "grpc-accept-encoding",
+            GRPC_ACCEPT_ENCODING,
             HeaderValue::from_static(ACCEPT_ENCODING),
         );
         request.metadata().add_to_headers(headers);
@@ -253,7 +253,7 @@ impl Channel {
         let status = Status::from_headers(&head.headers);
         let encoding = match head
             .headers
-            .get("grpc-encoding")
+            .get(GRPC_ENCODING)
             .map(|v| Encoding::from_header(v.as_bytes()))
         {
             None => None,

@@ -21,7 +21,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::grpc::{
     compression::{Encoding, ACCEPT_ENCODING},
-    metadata::Metadata,
+    metadata::{Metadata, GRPC_ACCEPT_ENCODING, GRPC_ENCODING, GRPC_TIMEOUT},
     recv::Streaming,
     request::{Peer, Request, Response},
     send::{MessageSink, PipeEnd},
@@ -96,7 +96,7 @@ pub(crate) fn dispatch(
     // response lists what it accepts.
     let encoding = match head
         .headers
-        .get("grpc-encoding")
+        .get(GRPC_ENCODING)
         .map(|v| Encoding::from_header(v.as_bytes()))
     {
         None => None,
@@ -109,7 +109,7 @@ pub(crate) fn dispatch(
     };
     let deadline = match head
         .headers
-        .get("grpc-timeout")
+        .get(GRPC_TIMEOUT)
         .map(|v| timeout::parse(v.as_bytes()))
     {
         None => None,
@@ -127,7 +127,7 @@ pub(crate) fn dispatch(
     Some(handler.call(CallParts {
         body,
         respond,
-        accept: head.headers.get("grpc-accept-encoding").cloned(),
+        accept: head.headers.get(GRPC_ACCEPT_ENCODING).cloned(),
         metadata: Metadata::from_header_map(head.headers),
         deadline,
         peer: peer.clone(),
@@ -377,10 +377,10 @@ fn send_headers(
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, GRPC_CONTENT_TYPE);
     if let Some(encoding) = compression {
-        headers.insert("grpc-encoding", HeaderValue::from_static(encoding.as_str()));
+        headers.insert(GRPC_ENCODING, HeaderValue::from_static(encoding.as_str()));
     }
     headers.insert(
-        "grpc-accept-encoding",
+        GRPC_ACCEPT_ENCODING,
         HeaderValue::from_static(ACCEPT_ENCODING),
     );
     metadata.add_to_headers(headers);
@@ -442,7 +442,7 @@ fn send_trailers_only(
     if let Some(accept) = accept_encoding {
         response
             .headers_mut()
-            .insert("grpc-accept-encoding", HeaderValue::from_static(accept));
+            .insert(GRPC_ACCEPT_ENCODING, HeaderValue::from_static(accept));
     }
     if let Err(e) = respond.send_response(response, true) {
         tracing::debug!(error = %e, "cannot send a trailers-only response");
