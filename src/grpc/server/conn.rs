@@ -150,6 +150,8 @@ where
         max_send: config.max_send_message_size,
     };
     let mut calls = JoinSet::new();
+    // Requests accepted in one go, reused across batches.
+    let mut batch = Vec::new();
     let mut timers = Timers::new(config, &peer);
     let mut ping_pong = connection.ping_pong();
     let mut draining = false;
@@ -218,12 +220,29 @@ where
                     timers.rearm_idle(config);
                 }
             }
-            accepted = connection.accept() => match accepted {
-                Some(Ok((request, respond))) => {
+            accepted = connection.accept() => {
+                // Take every request that is readable now before answering any: h2 flushes
+                // what is queued each time it is polled for the next request, so answering
+                // between accepts would cost one write per call instead of one per batch.
+                let mut end = None;
+                match accepted {
+                    Some(Ok(first)) => batch.push(first),
+                    Some(Err(e)) => end = Some(Some(e)),
+                    None => end = Some(None),
+                }
+                while end.is_none() {
+                    match std::future::poll_fn(|cx| Poll::Ready(connection.poll_accept(cx))).await {
+                        Poll::Ready(Some(Ok(next))) => batch.push(next),
+                        Poll::Ready(Some(Err(e))) => end = Some(Some(e)),
+                        Poll::Ready(None) => end = Some(None),
+                        Poll::Pending => break,
+                    }
+                }
+                for (request, respond) in batch.drain(..) {
                     if let Some(mut call) = call::dispatch(request, respond, &shared.router, &peer, limits) {
                         // Poll the call once right here: one that can finish without waiting
                         // (most unary calls) costs no task, and its answer leaves with the
-                        // connection's next flush together with the others read in this batch.
+                        // connection's next flush together with the rest of the batch.
                         let first = std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await;
                         if first.is_pending() {
                             calls.spawn(call);
@@ -231,12 +250,15 @@ where
                     }
                     timers.rearm_idle(config);
                 }
-                Some(Err(e)) => {
-                    tracing::debug!(peer = %Addr(peer.addr), error = %e, "connection error");
-                    break;
+                match end {
+                    None => {}
+                    Some(Some(e)) => {
+                        tracing::debug!(peer = %Addr(peer.addr), error = %e, "connection error");
+                        break;
+                    }
+                    Some(None) => break,
                 }
-                None => break,
-            },
+            }
         }
     }
     // The connection is closed: nothing a call still holds can reach the peer.
