@@ -14,7 +14,7 @@ use std::{
 
 use bytes::Bytes;
 use futures_core::Stream;
-use futures_util::{FutureExt as _, StreamExt as _};
+use futures_util::FutureExt as _;
 use h2::{server::SendResponse, Reason, RecvStream};
 use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use tokio::time::{Instant, Sleep};
@@ -357,13 +357,28 @@ async fn respond_stream<Resp, S>(
     let Some(mut sink) = send_headers(&mut respond, &headers, limits, compression) else {
         return;
     };
-    // A panic inside the handler's stream fails this call alone, with trailers.
-    let mut stream = pin!(AssertUnwindSafe(stream)
+    // A panic inside the handler's stream fails this call alone, with trailers. The guard
+    // wraps the whole pipe rather than each item: catching per item cost ~50 instructions a
+    // message (callgrind), a quarter of a one-byte image's cost.
+    let mut stream = pin!(stream);
+    let piped = AssertUnwindSafe(sink.pipe(stream.as_mut(), sleep.as_mut().map(|s| s.as_mut())))
         .catch_unwind()
-        .map(|item| item.unwrap_or_else(|_| Err(Status::unknown("the handler panicked")))));
-    let end = sink
-        .pipe(stream.as_mut(), sleep.as_mut().map(|s| s.as_mut()))
         .await;
+    let end = match piped {
+        Ok(end) => end,
+        Err(_) => {
+            // Messages produced before the panic still go out (under the same reset and
+            // deadline watch), then the call fails.
+            let mut nothing = pin!(futures_util::stream::empty::<Result<Resp, Status>>());
+            match sink
+                .pipe(nothing.as_mut(), sleep.as_mut().map(|s| s.as_mut()))
+                .await
+            {
+                PipeEnd::Finished(_) => PipeEnd::Finished(Status::unknown("the handler panicked")),
+                other => other,
+            }
+        }
+    };
     finish(sink, end, &trailers);
 }
 
