@@ -88,17 +88,15 @@ impl Metadata {
     /// Like [`Metadata::from_headers`], taking the map: the reserved entries every call carries
     /// are removed in place, so the common case copies nothing.
     pub fn from_header_map(mut headers: HeaderMap) -> Self {
-        for name in [
-            http::header::TE,
-            http::header::CONTENT_TYPE,
-            GRPC_TIMEOUT,
-            GRPC_ENCODING,
-            GRPC_ACCEPT_ENCODING,
-        ] {
+        // One pass to find the reserved names (every call has a few: te, content-type,
+        // grpc-status ...), then remove just those: no lookups for names that are absent.
+        let reserved: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| is_reserved(k.as_str()))
+            .cloned()
+            .collect();
+        for name in reserved {
             headers.remove(name);
-        }
-        if headers.keys().any(|k| is_reserved(k.as_str())) {
-            return Self::from_headers(&headers);
         }
         Self { headers }
     }

@@ -119,6 +119,11 @@ impl<T: prost::Message + Default> Streaming<T> {
         self.trailers.as_ref()
     }
 
+    /// Takes the trailer metadata (empty if the stream has not ended with trailers).
+    pub(crate) fn take_trailers(&mut self) -> Metadata {
+        self.trailers.take().unwrap_or_default()
+    }
+
     /// Polls for the next message; see [`Streaming::message`].
     pub fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<T>, Status>> {
         loop {
@@ -184,7 +189,7 @@ impl<T: prost::Message + Default> Streaming<T> {
                     tracing::debug!(target: WIRE_TARGET, ?trailers, "recv trailers");
                     let status = Status::from_headers(&trailers)
                         .unwrap_or_else(|| Status::unknown("trailers carry no grpc-status"));
-                    self.trailers = Some(Metadata::from_headers(&trailers));
+                    self.trailers = Some(Metadata::from_header_map(trailers));
                     if !status.is_ok() {
                         return Poll::Ready(Err(status));
                     }

@@ -46,7 +46,7 @@ impl Channel {
         self.send_one(send, request.message(), self.compression_of(&request))?;
         let (mut stream, headers) = self.response_stream::<Resp>(response, deadline).await?;
         let message = read_one(&mut stream).await?;
-        let trailers = stream.trailers().cloned().unwrap_or_default();
+        let trailers = stream.take_trailers();
         Ok(Response::from_parts(message, headers, trailers))
     }
 
@@ -93,7 +93,7 @@ impl Channel {
         send_all(send, requests, deadline, max_send, encoding).await?;
         let (mut stream, headers) = self.response_stream::<Resp>(response, deadline).await?;
         let message = read_one(&mut stream).await?;
-        let trailers = stream.trailers().cloned().unwrap_or_default();
+        let trailers = stream.take_trailers();
         Ok(Response::from_parts(message, headers, trailers))
     }
 
@@ -286,7 +286,7 @@ impl Channel {
                 "the response ended with its headers and carries no grpc-status",
             ));
         }
-        let metadata = Metadata::from_headers(&head.headers);
+        let metadata = Metadata::from_header_map(head.headers);
         let max = self.inner.endpoint.max_recv_message_size;
         match status {
             // Trailers-Only: the head is also the end of the call.
