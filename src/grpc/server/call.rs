@@ -138,7 +138,7 @@ pub(crate) fn dispatch(
 
 // ===== the four call kinds =====
 
-/// Drives a unary call.
+/// Drives a unary call: a server-streaming call whose response is one message.
 pub(crate) async fn unary<Req, Resp, F, Fut>(parts: CallParts, f: F)
 where
     Req: prost::Message + Default + Send + 'static,
@@ -146,46 +146,10 @@ where
     F: FnOnce(Request<Req>) -> Fut + Send,
     Fut: Future<Output = Result<Response<Resp>, Status>> + Send,
 {
-    let CallParts {
-        body,
-        mut respond,
-        metadata,
-        deadline,
-        peer,
-        limits,
-        encoding,
-        accept,
-    } = parts;
-    let mut sleep = deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
-    let work = async move {
-        let mut requests = Streaming::<Req>::server(body, limits.max_recv, encoding);
-        let message = read_one(&mut requests).await?;
-        f(Request::from_server(
-            message, metadata, deadline, peer, encoding,
-        ))
-        .await
-    };
-    let Some(response) = run_handler(&mut respond, sleep.as_mut().map(|s| s.as_mut()), work).await
-    else {
-        return;
-    };
-    let (message, headers, trailers, compression) = response.into_parts_with_compression();
-    let compression = negotiated(compression, accept.as_ref());
-    let Some(mut sink) = send_headers(&mut respond, &headers, limits, compression) else {
-        return;
-    };
-    let end = match sink.encode(&message) {
-        Ok(()) => {
-            let mut nothing = pin!(futures_util::stream::empty::<Result<Resp, Status>>());
-            sink.pipe(nothing.as_mut(), sleep.as_mut().map(|s| s.as_mut()))
-                .await
-        }
-        Err(status) => PipeEnd::Finished(status),
-    };
-    finish(sink, end, &trailers);
+    server_streaming(parts, move |req| single(f(req))).await;
 }
 
-/// Drives a server-streaming call.
+/// Drives a server-streaming call: one request message, then the handler's stream.
 pub(crate) async fn server_streaming<Req, Resp, S, F, Fut>(parts: CallParts, f: F)
 where
     Req: prost::Message + Default + Send + 'static,
@@ -194,33 +158,26 @@ where
     F: FnOnce(Request<Req>) -> Fut + Send,
     Fut: Future<Output = Result<Response<S>, Status>> + Send,
 {
-    let CallParts {
-        body,
-        mut respond,
-        metadata,
-        deadline,
-        peer,
-        limits,
-        encoding,
-        accept,
-    } = parts;
-    let mut sleep = deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
-    let work = async move {
-        let mut requests = Streaming::<Req>::server(body, limits.max_recv, encoding);
+    drive(parts, move |incoming| async move {
+        let Incoming {
+            body,
+            metadata,
+            deadline,
+            peer,
+            encoding,
+            max_recv,
+        } = incoming;
+        let mut requests = Streaming::<Req>::server(body, max_recv, encoding);
         let message = read_one(&mut requests).await?;
         f(Request::from_server(
             message, metadata, deadline, peer, encoding,
         ))
         .await
-    };
-    let Some(response) = run_handler(&mut respond, sleep.as_mut().map(|s| s.as_mut()), work).await
-    else {
-        return;
-    };
-    respond_stream(respond, response, sleep, limits, accept).await;
+    })
+    .await;
 }
 
-/// Drives a client-streaming call.
+/// Drives a client-streaming call: a bidirectional call whose response is one message.
 pub(crate) async fn client_streaming<Req, Resp, F, Fut>(parts: CallParts, f: F)
 where
     Req: prost::Message + Default + Send + 'static,
@@ -228,33 +185,10 @@ where
     F: FnOnce(Request<Streaming<Req>>) -> Fut + Send,
     Fut: Future<Output = Result<Response<Resp>, Status>> + Send,
 {
-    let CallParts {
-        body,
-        mut respond,
-        metadata,
-        deadline,
-        peer,
-        limits,
-        encoding,
-        accept,
-    } = parts;
-    let mut sleep = deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
-    let requests = Streaming::<Req>::server(body, limits.max_recv, encoding);
-    let work = f(Request::from_server(
-        requests, metadata, deadline, peer, encoding,
-    ));
-    let Some(response) = run_handler(&mut respond, sleep.as_mut().map(|s| s.as_mut()), work).await
-    else {
-        return;
-    };
-    let (message, headers, trailers, compression) = response.into_parts_with_compression();
-    let stream = futures_util::stream::once(std::future::ready(Ok(message)));
-    let mut response = Response::from_parts(stream, headers, trailers);
-    response.set_compression(compression);
-    respond_stream(respond, response, sleep, limits, accept).await;
+    bidi(parts, move |req| single(f(req))).await;
 }
 
-/// Drives a bidirectional-streaming call.
+/// Drives a bidirectional-streaming call: the handler gets the request stream.
 pub(crate) async fn bidi<Req, Resp, S, F, Fut>(parts: CallParts, f: F)
 where
     Req: prost::Message + Default + Send + 'static,
@@ -263,6 +197,42 @@ where
     F: FnOnce(Request<Streaming<Req>>) -> Fut + Send,
     Fut: Future<Output = Result<Response<S>, Status>> + Send,
 {
+    drive(parts, move |incoming| {
+        let Incoming {
+            body,
+            metadata,
+            deadline,
+            peer,
+            encoding,
+            max_recv,
+        } = incoming;
+        let requests = Streaming::<Req>::server(body, max_recv, encoding);
+        f(Request::from_server(
+            requests, metadata, deadline, peer, encoding,
+        ))
+    })
+    .await;
+}
+
+/// What the request side of a call hands to the handler's adapter.
+struct Incoming {
+    body: RecvStream,
+    metadata: Metadata,
+    deadline: Option<Instant>,
+    peer: Arc<Peer>,
+    encoding: Option<Encoding>,
+    max_recv: usize,
+}
+
+/// The steps every call kind shares: run the handler under the deadline and the peer's
+/// cancel, then send its response stream and the trailers.
+async fn drive<Resp, S, W, Fut>(parts: CallParts, work: W)
+where
+    Resp: prost::Message,
+    S: Stream<Item = Result<Resp, Status>>,
+    W: FnOnce(Incoming) -> Fut,
+    Fut: Future<Output = Result<Response<S>, Status>>,
+{
     let CallParts {
         body,
         mut respond,
@@ -274,15 +244,36 @@ where
         accept,
     } = parts;
     let mut sleep = deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
-    let requests = Streaming::<Req>::server(body, limits.max_recv, encoding);
-    let work = f(Request::from_server(
-        requests, metadata, deadline, peer, encoding,
-    ));
+    let work = work(Incoming {
+        body,
+        metadata,
+        deadline,
+        peer,
+        encoding,
+        max_recv: limits.max_recv,
+    });
     let Some(response) = run_handler(&mut respond, sleep.as_mut().map(|s| s.as_mut()), work).await
     else {
         return;
     };
     respond_stream(respond, response, sleep, limits, accept).await;
+}
+
+/// A one-message response as a stream, so single responses share the streaming path.
+async fn single<M, Fut>(
+    handler: Fut,
+) -> Result<Response<futures_util::stream::Once<std::future::Ready<Result<M, Status>>>>, Status>
+where
+    Fut: Future<Output = Result<Response<M>, Status>>,
+{
+    let (message, headers, trailers, compression) = handler.await?.into_parts_with_compression();
+    let mut response = Response::from_parts(
+        futures_util::stream::once(std::future::ready(Ok(message))),
+        headers,
+        trailers,
+    );
+    response.set_compression(compression);
+    Ok(response)
 }
 
 // ===== shared steps =====
