@@ -150,8 +150,6 @@ where
         max_send: config.max_send_message_size,
     };
     let mut calls = JoinSet::new();
-    // Requests accepted in one go, reused across batches.
-    let mut batch = Vec::new();
     let mut timers = Timers::new(config, &peer);
     let mut ping_pong = connection.ping_pong();
     let mut draining = false;
@@ -224,6 +222,8 @@ where
                 // Take every request that is readable now before answering any: h2 flushes
                 // what is queued each time it is polled for the next request, so answering
                 // between accepts would cost one write per call instead of one per batch.
+                // Allocated per batch, not kept: an idle connection should hold no buffer.
+                let mut batch = Vec::new();
                 let mut end = None;
                 match accepted {
                     Some(Ok(first)) => batch.push(first),
