@@ -63,33 +63,36 @@ def cluster(tmp_path: Path):
         pytest.fail("nginx not found: install Debian's nginx (apt-get install nginx)")
     certs = make_certs(tmp_path / "certs")
     replicas = []
-    for i in range(3):
-        # Two ports picked separately can collide (the first is not bound until serve runs):
-        # retry with fresh ones on "Address already in use".
-        for attempt in range(5):
-            health_port = free_port()
-            try:
-                server = start_server(
-                    certs, tmp_path, "--instance", f"r{i}", "--health-port", str(health_port),
-                    "--send-delay", "20", "--grace", "1",
-                )
-                break
-            except RuntimeError as e:
-                if "in use" not in str(e) or attempt == 4:
-                    raise
-        replicas.append((server, f"127.0.0.1:{health_port}"))
-    prefix = tmp_path / "nginx"
-    prefix.mkdir()
-    edge = free_port()
-    conf = health_watch.render(str(prefix), f"127.0.0.1:{edge}", str(certs))
-    upstreams = {s.addr: h for s, h in replicas}
-    health_watch.write_upstreams(str(prefix), upstreams, set(upstreams))
-    nginx = subprocess.Popen(
-        ["nginx", "-p", str(prefix), "-c", conf, "-g", "daemon off;"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
-    watcher = health_watch.Watcher(str(prefix), conf, upstreams)
+    nginx = None
+    watcher = None
+    # Everything started is stopped in `finally`, whatever step fails.
     try:
+        for i in range(3):
+            # Two ports picked separately can collide (the first is not bound until serve
+            # runs): retry with fresh ones on "Address already in use".
+            for attempt in range(5):
+                health_port = free_port()
+                try:
+                    server = start_server(
+                        certs, tmp_path, "--instance", f"r{i}", "--health-port",
+                        str(health_port), "--send-delay", "20", "--grace", "1",
+                    )
+                    break
+                except RuntimeError as e:
+                    if "in use" not in str(e) or attempt == 4:
+                        raise
+            replicas.append((server, f"127.0.0.1:{health_port}"))
+        prefix = tmp_path / "nginx"
+        prefix.mkdir()
+        edge = free_port()
+        conf = health_watch.render(str(prefix), f"127.0.0.1:{edge}", str(certs))
+        upstreams = {s.addr: h for s, h in replicas}
+        health_watch.write_upstreams(str(prefix), upstreams, set(upstreams))
+        nginx = subprocess.Popen(
+            ["nginx", "-p", str(prefix), "-c", conf, "-g", "daemon off;"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        watcher = health_watch.Watcher(str(prefix), conf, upstreams)
         try:
             wait_port(edge)
         except TimeoutError:
@@ -107,13 +110,14 @@ def cluster(tmp_path: Path):
         yield channel, replicas, watcher, prefix
         channel.close()
     finally:
-        if watcher.is_alive():
+        if watcher is not None and watcher.is_alive():
             watcher.stop()
-        nginx.send_signal(signal.SIGQUIT)
-        try:
-            nginx.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            nginx.kill()
+        if nginx is not None:
+            nginx.send_signal(signal.SIGQUIT)
+            try:
+                nginx.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                nginx.kill()
         for server, _ in replicas:
             stop_server(server)
 
