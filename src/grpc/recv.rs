@@ -114,6 +114,23 @@ impl<T: prost::Message + Default> Streaming<T> {
         std::future::poll_fn(|cx| self.poll_message(cx)).await
     }
 
+    /// Reads exactly one message and the end of the stream. statuscodes.md: a cardinality
+    /// violation is UNIMPLEMENTED (GRPC-NOTES §1.3); `what` names the side in the message
+    /// ("request" or "response").
+    pub(crate) async fn single(&mut self, what: &str) -> Result<T, Status> {
+        let Some(message) = self.message().await? else {
+            return Err(Status::unimplemented(format!(
+                "expected one {what} message, got none"
+            )));
+        };
+        if self.message().await?.is_some() {
+            return Err(Status::unimplemented(format!(
+                "expected one {what} message, got more"
+            )));
+        }
+        Ok(message)
+    }
+
     /// Trailer metadata, once a client-side stream has ended.
     pub fn trailers(&self) -> Option<&Metadata> {
         self.trailers.as_ref()

@@ -45,7 +45,7 @@ impl Channel {
         let (response, send) = self.start(path, &request, deadline).await?;
         self.send_one(send, request.message(), self.compression_of(&request))?;
         let (mut stream, headers) = self.response_stream::<Resp>(response, deadline).await?;
-        let message = read_one(&mut stream).await?;
+        let message = stream.single("response").await?;
         let trailers = stream.take_trailers();
         Ok(Response::from_parts(message, headers, trailers))
     }
@@ -92,7 +92,7 @@ impl Channel {
         let max_send = self.inner.endpoint.max_send_message_size;
         send_all(send, requests, deadline, max_send, encoding).await?;
         let (mut stream, headers) = self.response_stream::<Resp>(response, deadline).await?;
-        let message = read_one(&mut stream).await?;
+        let message = stream.single("response").await?;
         let trailers = stream.take_trailers();
         Ok(Response::from_parts(message, headers, trailers))
     }
@@ -302,24 +302,6 @@ impl Channel {
 /// largest value it can.
 fn deadline_after(timeout: Option<Duration>) -> Option<Instant> {
     timeout.and_then(|t| Instant::now().checked_add(t))
-}
-
-/// Reads exactly one response message (statuscodes.md: a cardinality violation is
-/// UNIMPLEMENTED).
-async fn read_one<Resp: prost::Message + Default>(
-    stream: &mut Streaming<Resp>,
-) -> Result<Resp, Status> {
-    let Some(message) = stream.message().await? else {
-        return Err(Status::unimplemented(
-            "expected one response message, got none",
-        ));
-    };
-    if stream.message().await?.is_some() {
-        return Err(Status::unimplemented(
-            "expected one response message, got more",
-        ));
-    }
-    Ok(message)
 }
 
 /// Sends every request message, then END_STREAM.

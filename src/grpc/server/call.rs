@@ -168,7 +168,7 @@ where
             max_recv,
         } = incoming;
         let mut requests = Streaming::<Req>::server(body, max_recv, encoding);
-        let message = read_one(&mut requests).await?;
+        let message = requests.single("request").await?;
         f(Request::from_server(
             message, metadata, deadline, peer, encoding,
         ))
@@ -277,24 +277,6 @@ where
 }
 
 // ===== shared steps =====
-
-/// Reads exactly one request message. statuscodes.md: a request cardinality violation is
-/// UNIMPLEMENTED (GRPC-NOTES §1.3); pinned by tests.
-async fn read_one<Req: prost::Message + Default>(
-    requests: &mut Streaming<Req>,
-) -> Result<Req, Status> {
-    let Some(message) = requests.message().await? else {
-        return Err(Status::unimplemented(
-            "expected one request message, got none",
-        ));
-    };
-    if requests.message().await?.is_some() {
-        return Err(Status::unimplemented(
-            "expected one request message, got more",
-        ));
-    }
-    Ok(message)
-}
 
 /// Runs the handler until it answers, the peer resets the stream, or the deadline passes. On
 /// the last two the handler future is dropped at its current await point; the deadline and any
