@@ -110,3 +110,16 @@ impl StdError for Error {
             .map(|c| &**c as &(dyn StdError + 'static))
     }
 }
+
+/// An error and its causes on one line ("cannot connect to X: Connection refused"), for a
+/// status message or a CLI message.
+pub fn error_chain(e: &(dyn StdError + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

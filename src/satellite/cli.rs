@@ -24,6 +24,7 @@ use crate::app::{
 };
 use crate::grpc::{
     self,
+    error::error_chain,
     health::{pb::health_check_response::ServingStatus, HealthReporter},
     reflection::Reflection,
     tls::{self, Identity, Roots},
@@ -693,15 +694,4 @@ async fn demo(args: DemoArgs) -> Result<(), Failure> {
 fn display(path: &Path) -> String {
     path.parent()
         .map_or_else(|| ".".to_owned(), |p| p.display().to_string())
-}
-
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -17,7 +17,10 @@ use rustls_pki_types::ServerName;
 use tokio::{net::TcpStream, sync::Mutex};
 
 use crate::grpc::{
-    compression::Encoding, error::Error, frame::DEFAULT_MAX_MESSAGE_SIZE, recv::status_from_h2,
+    compression::Encoding,
+    error::{error_chain, Error},
+    frame::DEFAULT_MAX_MESSAGE_SIZE,
+    recv::status_from_h2,
     status::Status,
 };
 
@@ -237,16 +240,4 @@ where
         }
     });
     Ok(send)
-}
-
-/// The error and its causes on one line, for a status message.
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
