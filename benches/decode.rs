@@ -5,6 +5,9 @@
 //! "copy" baseline copies each chunk into a preallocated buffer of the stream's size, the
 //! physical limit for touching every byte once. Targets (WIRE-API.md): >= 80 % of the copy at
 //! 64 KiB messages, >= 20 M 16-byte messages/s.
+//!
+//! The decoder is crate-private: run with `cargo bench --bench decode --features
+//! wire-internals`, which exposes it through `grpc::fuzz_bridge` (not API).
 // criterion_group! generates an undocumented `pub fn`; nothing here is API.
 #![allow(missing_docs)]
 
@@ -13,7 +16,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use satellite::grpc::frame::{encode_frame, FrameDecoder, PREFIX_LEN};
+use satellite::grpc::fuzz_bridge::bench::{encode_frame, FrameDecoder, PREFIX_LEN};
 
 /// DATA chunk size: h2's default max frame size, 16 KiB.
 const CHUNK: usize = 16 * 1024;
@@ -50,8 +53,8 @@ fn decode(chunks: &[Bytes], limit: usize) -> usize {
     let mut n = 0;
     for c in chunks {
         dec.push(c.clone());
-        while let Ok(Some(f)) = dec.next_frame() {
-            black_box(&f.payload);
+        while let Ok(Some(payload)) = dec.next_payload() {
+            black_box(&payload);
             n += 1;
         }
     }

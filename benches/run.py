@@ -57,6 +57,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 SERVER_CPU = "0"
 LOAD_CPU = "1"
 
+BASELINE = {}  # "satellite" / "loadgen": an earlier commit's binaries (--baseline, --baseline-loadgen)
 STARTED = []  # every server process we started, to stop on any exit
 COMMANDS = {}  # scenario -> example command lines, for BENCHMARKS.md
 NOTES = []
@@ -248,6 +249,12 @@ def server_argv(name, addr, certs, scale=1, img_bytes=1, go_bin=None):
     common = ["--addr", addr] + tls + ["--scale", str(scale), "--img-bytes", str(img_bytes)]
     if name == "satellite":
         return [SATELLITE, "serve"] + common
+    if name == "satellite+icpt":
+        # The same server with one no-op interceptor on every call: what the hook costs.
+        return [SATELLITE, "serve", "--bench-noop-interceptor"] + common
+    if name == "before":
+        # An earlier commit's binary (--baseline), for before/after tables in one run.
+        return [BASELINE["satellite"], "serve"] + common
     if name == "tonic":
         return [os.path.join(PEER_BIN, "tonic_server")] + common
     if name == "floor":
@@ -530,15 +537,20 @@ def scen_idle(servers, a, tmp, certs):
 def scen_client(a, tmp):
     c, m = a.conc
     title = f"client side vs tonic_server (plaintext), -c {c} -m {m}"
-    clients = {"satellite": os.path.join(PEER_BIN, "loadgen"), "tonic": os.path.join(PEER_BIN, "tonic_client")}
+    loadgen = os.path.join(PEER_BIN, "loadgen")
+    clients = {"satellite": [loadgen], "tonic": [os.path.join(PEER_BIN, "tonic_client")]}
+    if "satellite+icpt" in a.server_list:
+        clients["satellite+icpt"] = [loadgen, "--noop-interceptor"]
+    if "loadgen" in BASELINE:
+        clients["before"] = [BASELINE["loadgen"]]
     for r in range(a.runs):
-        for name, binary in clients.items():
+        for name, (binary, *extra) in clients.items():
             addr = f"127.0.0.1:{free_port()}"
             srv = Server("tonic", server_argv("tonic", addr, None), addr)
             try:
                 args = ["-c", str(c), "-m", str(m), "-d", str(a.duration), "--warmup", str(a.warmup)]
-                if name == "satellite":
-                    args = ["unary"] + args
+                if name != "tonic":
+                    args = ["unary"] + args + extra
                 res = run_client(binary, addr, None, args, f"client_{name}")
                 if res["errors"]:
                     NOTES.append(f"{title}: client {name} run {r + 1}: {res['errors']} errors")
@@ -586,6 +598,9 @@ def table(servers):
     head = ["figure", "unit"] + servers + ["satellite/tonic", "satellite/floor"]
     if "go" in servers:
         head.append("satellite/go")
+    # Before/after and interceptor-cost columns, when those variants ran.
+    extra = [(x, y) for x, y in (("satellite", "before"), ("satellite+icpt", "satellite")) if x in servers and y in servers]
+    head += [f"{x}/{y}" for x, y in extra]
     rows = [head]
     for scenario, metric in ORDER:
         label, unit, higher = METRICS[(scenario, metric)]
@@ -593,8 +608,9 @@ def table(servers):
         cols = servers if scenario != "client" else ["satellite", "tonic"]
         row = [label + (" (higher is better)" if higher else ""), unit]
         if scenario == "client":
-            row += [f"ours: {cell(by.get('satellite'))}", f"tonic's: {cell(by.get('tonic'))}"]
-            row += [""] * (len(servers) - 2)
+            # Client columns line up with the server of the same name; tonic's client goes
+            # under tonic.
+            row += [(f"ours: {cell(by.get(s))}" if s != "tonic" else f"tonic's: {cell(by.get(s))}") if by.get(s) else "" for s in servers]
             row += [ratio(by.get("satellite"), by.get("tonic")), "-"]
             if "go" in servers:
                 row.append("-")
@@ -603,6 +619,7 @@ def table(servers):
             row += [ratio(by.get("satellite"), by.get("tonic")), ratio(by.get("satellite"), by.get("floor"))]
             if "go" in servers:
                 row.append(ratio(by.get("satellite"), by.get("go")))
+        row += [ratio(by.get(x), by.get(y)) for x, y in extra]
         rows.append(row)
     return rows
 
@@ -719,6 +736,8 @@ def main():
     p.add_argument("--skip-build", action="store_true", help="use the binaries already built")
     p.add_argument("--out", default=os.path.join(ROOT, "BENCHMARKS.md"), help="markdown report path ('-' for none)")
     p.add_argument("--label", default="", help="a line of context for the report (e.g. machine busy)")
+    p.add_argument("--baseline", help="an earlier commit's satellite binary, run as server 'before' (add 'before' to --servers)")
+    p.add_argument("--baseline-loadgen", help="an earlier commit's loadgen, measured as client 'before' in the client scenario")
     a = p.parse_args()
     a.runs = a.runs or (1 if a.quick else 5)
     a.duration = a.duration or (2 if a.quick else 10)
@@ -740,6 +759,13 @@ def main():
     build(a)
     ensure_h2load()
     servers = [s for s in a.servers.split(",") if s]
+    if a.baseline:
+        BASELINE["satellite"] = os.path.abspath(a.baseline)
+    if a.baseline_loadgen:
+        BASELINE["loadgen"] = os.path.abspath(a.baseline_loadgen)
+    if "before" in servers and "satellite" not in BASELINE:
+        sys.exit("server 'before' needs --baseline BIN")
+    a.server_list = servers
     a.go_bin = None
     if "go" in servers:
         a.go_bin = find_go(a)

@@ -18,9 +18,9 @@ use std::{collections::HashMap, future::Future, path::PathBuf, process::ExitCode
 use futures_core::Stream;
 use futures_util::stream;
 use satellite::grpc::{
-    compression::Encoding,
     tls::{client_config, Identity, Roots},
-    Channel, Code, Endpoint, Request, Status, Streaming,
+    BidiStreaming, Channel, ClientStreaming, Code, Encoding, Endpoint, Method, Outgoing, Request,
+    ServerStreaming, Status, Streaming, Unary,
 };
 use tokio::sync::mpsc;
 
@@ -42,13 +42,31 @@ use pb::{
     StreamingOutputCallResponse,
 };
 
-const EMPTY_CALL: &str = "/grpc.testing.TestService/EmptyCall";
-const UNARY_CALL: &str = "/grpc.testing.TestService/UnaryCall";
-const STREAMING_OUTPUT: &str = "/grpc.testing.TestService/StreamingOutputCall";
-const STREAMING_INPUT: &str = "/grpc.testing.TestService/StreamingInputCall";
-const FULL_DUPLEX: &str = "/grpc.testing.TestService/FullDuplexCall";
-const UNIMPLEMENTED_METHOD: &str = "/grpc.testing.TestService/UnimplementedCall";
-const UNIMPLEMENTED_SERVICE: &str = "/grpc.testing.UnimplementedService/UnimplementedCall";
+const EMPTY_CALL: Method<Empty, Empty, Unary> =
+    Method::unary("/grpc.testing.TestService/EmptyCall");
+const UNARY_CALL: Method<SimpleRequest, SimpleResponse, Unary> =
+    Method::unary("/grpc.testing.TestService/UnaryCall");
+const STREAMING_OUTPUT_CALL: Method<
+    StreamingOutputCallRequest,
+    StreamingOutputCallResponse,
+    ServerStreaming,
+> = Method::server_streaming("/grpc.testing.TestService/StreamingOutputCall");
+const STREAMING_INPUT_CALL: Method<
+    StreamingInputCallRequest,
+    StreamingInputCallResponse,
+    ClientStreaming,
+> = Method::client_streaming("/grpc.testing.TestService/StreamingInputCall");
+const FULL_DUPLEX_CALL: Method<
+    StreamingOutputCallRequest,
+    StreamingOutputCallResponse,
+    BidiStreaming,
+> = Method::bidi_streaming("/grpc.testing.TestService/FullDuplexCall");
+/// A method the test service does not implement (unimplemented_method).
+const UNIMPLEMENTED_CALL: Method<Empty, Empty, Unary> =
+    Method::unary("/grpc.testing.TestService/UnimplementedCall");
+/// A service the server does not have at all (unimplemented_service).
+const UNIMPLEMENTED_SERVICE_CALL: Method<Empty, Empty, Unary> =
+    Method::unary("/grpc.testing.UnimplementedService/UnimplementedCall");
 
 const ECHO_INITIAL: &str = "x-grpc-test-echo-initial";
 const ECHO_INITIAL_VALUE: &str = "test_initial_metadata_value";
@@ -187,7 +205,7 @@ async fn drain<T: prost::Message + Default>(stream: &mut Streaming<T>) -> Result
 
 async fn empty_unary(ch: &Channel) -> Outcome {
     let _: Empty = ch
-        .unary(EMPTY_CALL, request(Empty {}))
+        .unary(&EMPTY_CALL, request(Empty {}))
         .await
         .map_err(status_err)?
         .into_inner();
@@ -204,7 +222,7 @@ fn large_request() -> SimpleRequest {
 
 async fn large_unary(ch: &Channel) -> Outcome {
     let r: SimpleResponse = ch
-        .unary(UNARY_CALL, request(large_request()))
+        .unary(&UNARY_CALL, request(large_request()))
         .await
         .map_err(status_err)?
         .into_inner();
@@ -217,7 +235,7 @@ async fn client_streaming(ch: &Channel) -> Outcome {
         ..Default::default()
     });
     let r: StreamingInputCallResponse = ch
-        .client_streaming(STREAMING_INPUT, request(stream::iter(requests)))
+        .client_streaming(&STREAMING_INPUT_CALL, request(stream::iter(requests)))
         .await
         .map_err(status_err)?
         .into_inner();
@@ -233,7 +251,7 @@ async fn server_streaming(ch: &Channel) -> Outcome {
         ..Default::default()
     };
     let mut responses = ch
-        .server_streaming::<_, StreamingOutputCallResponse>(STREAMING_OUTPUT, request(req))
+        .server_streaming(&STREAMING_OUTPUT_CALL, request(req))
         .await
         .map_err(status_err)?
         .into_inner();
@@ -266,7 +284,7 @@ async fn start_duplex(
         .map_err(|_| "the request stream closed early".to_owned())?;
     let req = Request::new(requests).with_timeout(timeout);
     let responses = ch
-        .bidi_streaming::<_, StreamingOutputCallResponse, _>(FULL_DUPLEX, req)
+        .bidi_streaming(&FULL_DUPLEX_CALL, req)
         .await
         .map(|r| r.into_inner());
     Ok((tx, responses))
@@ -301,7 +319,7 @@ async fn ping_pong(ch: &Channel) -> Outcome {
 async fn empty_stream(ch: &Channel) -> Outcome {
     let requests = stream::iter(Vec::<StreamingOutputCallRequest>::new());
     let mut responses = ch
-        .bidi_streaming::<_, StreamingOutputCallResponse, _>(FULL_DUPLEX, request(requests))
+        .bidi_streaming(&FULL_DUPLEX_CALL, request(requests))
         .await
         .map_err(status_err)?
         .into_inner();
@@ -320,11 +338,15 @@ async fn still_serves(ch: &Channel) -> Outcome {
 
 async fn cancel_after_begin(ch: &Channel) -> Outcome {
     let (tx, requests) = feed::<StreamingInputCallRequest>();
-    let call =
-        ch.client_streaming::<_, StreamingInputCallResponse, _>(STREAMING_INPUT, request(requests));
     // The call starts (head sent) and waits for a request that never comes; dropping it is
-    // the cancel (RST_STREAM CANCEL), so its status is CANCELLED here by construction.
-    if let Ok(result) = tokio::time::timeout(Duration::from_millis(200), call).await {
+    // the cancel (RST_STREAM CANCEL), so its status is CANCELLED here by construction. The
+    // call is made in the `if let` itself: it borrows `&STREAMING_INPUT_CALL`, a temporary.
+    if let Ok(result) = tokio::time::timeout(
+        Duration::from_millis(200),
+        ch.client_streaming(&STREAMING_INPUT_CALL, request(requests)),
+    )
+    .await
+    {
         return fail(format!("the call ended before the cancel: {result:?}"));
     }
     drop(tx);
@@ -385,7 +407,7 @@ fn with_echo<T>(mut req: Request<T>) -> Result<Request<T>, String> {
 
 async fn custom_metadata(ch: &Channel) -> Outcome {
     let r = ch
-        .unary::<_, SimpleResponse>(UNARY_CALL, with_echo(request(large_request()))?)
+        .unary(&UNARY_CALL, with_echo(request(large_request()))?)
         .await
         .map_err(status_err)?;
     check_body(r.message().payload.as_ref(), 314_159)?;
@@ -400,10 +422,7 @@ async fn custom_metadata(ch: &Channel) -> Outcome {
         ..Default::default()
     };
     let r = ch
-        .bidi_streaming::<_, StreamingOutputCallResponse, _>(
-            FULL_DUPLEX,
-            with_echo(request(stream::iter([req])))?,
-        )
+        .bidi_streaming(&FULL_DUPLEX_CALL, with_echo(request(stream::iter([req])))?)
         .await
         .map_err(status_err)?;
     let initial = r.metadata().get(ECHO_INITIAL).map(str::to_owned);
@@ -425,9 +444,7 @@ async fn unary_status(ch: &Channel, message: &str) -> Outcome {
         }),
         ..Default::default()
     };
-    let result = ch
-        .unary::<_, SimpleResponse>(UNARY_CALL, request(req))
-        .await;
+    let result = ch.unary(&UNARY_CALL, request(req)).await;
     expect_status(result, Code::Unknown, Some(message))
 }
 
@@ -442,10 +459,7 @@ async fn status_code_and_message(ch: &Channel) -> Outcome {
         ..Default::default()
     };
     let result = match ch
-        .bidi_streaming::<_, StreamingOutputCallResponse, _>(
-            FULL_DUPLEX,
-            request(stream::iter([req])),
-        )
+        .bidi_streaming(&FULL_DUPLEX_CALL, request(stream::iter([req])))
         .await
     {
         Err(status) => Err(status),
@@ -458,9 +472,17 @@ async fn special_status_message(ch: &Channel) -> Outcome {
     unary_status(ch, SPECIAL_MESSAGE).await
 }
 
-async fn unimplemented(ch: &Channel, path: &str) -> Outcome {
-    let result = ch.unary::<_, Empty>(path, request(Empty {})).await;
+async fn unimplemented(ch: &Channel, method: &Method<Empty, Empty, Unary>) -> Outcome {
+    let result = ch.unary(method, request(Empty {})).await;
     expect_status(result, Code::Unimplemented, None)
+}
+
+async fn unimplemented_method(ch: &Channel) -> Outcome {
+    unimplemented(ch, &UNIMPLEMENTED_CALL).await
+}
+
+async fn unimplemented_service(ch: &Channel) -> Outcome {
+    unimplemented(ch, &UNIMPLEMENTED_SERVICE_CALL).await
 }
 
 /// A CompressedRequest probe: an uncompressed request that says it is compressed.
@@ -480,20 +502,17 @@ async fn client_compressed_unary(ch: &Channel) -> Outcome {
         expect_compressed: Some(BoolValue { value: expect }),
         ..large_request()
     };
-    probe_outcome(
-        ch.unary::<_, SimpleResponse>(UNARY_CALL, request(req(true)))
-            .await,
-    )?;
+    probe_outcome(ch.unary(&UNARY_CALL, request(req(true))).await)?;
     let mut compressed = request(req(true));
     compressed.set_compression(Some(Encoding::Gzip));
     let r: SimpleResponse = ch
-        .unary(UNARY_CALL, compressed)
+        .unary(&UNARY_CALL, compressed)
         .await
         .map_err(status_err)?
         .into_inner();
     check_body(r.payload.as_ref(), 314_159)?;
     let r: SimpleResponse = ch
-        .unary(UNARY_CALL, request(req(false)))
+        .unary(&UNARY_CALL, request(req(false)))
         .await
         .map_err(status_err)?
         .into_inner();
@@ -507,7 +526,7 @@ async fn server_compressed_unary(ch: &Channel) -> Outcome {
             ..large_request()
         };
         let r: SimpleResponse = ch
-            .unary(UNARY_CALL, request(req))
+            .unary(&UNARY_CALL, request(req))
             .await
             .map_err(status_err)?
             .into_inner();
@@ -522,22 +541,25 @@ async fn client_compressed_streaming(ch: &Channel) -> Outcome {
         payload: payload(27_182),
     };
     probe_outcome(
-        ch.client_streaming::<_, StreamingInputCallResponse, _>(
-            STREAMING_INPUT,
+        ch.client_streaming(
+            &STREAMING_INPUT_CALL,
             request(stream::iter([probe.clone()])),
         )
         .await,
     )?;
-    // The runtime compresses every message of a call, so the second (expect_compressed
-    // false) goes compressed too.
+    // The same message compressed, then one (expect_compressed false) uncompressed: the
+    // call's encoding is gzip, and each message says whether it uses it.
     let second = StreamingInputCallRequest {
         expect_compressed: Some(BoolValue { value: false }),
         payload: payload(45_904),
     };
-    let mut req = request(stream::iter([probe, second]));
+    let mut req = request(stream::iter([
+        Outgoing::compressed(probe),
+        Outgoing::uncompressed(second),
+    ]));
     req.set_compression(Some(Encoding::Gzip));
     let r: StreamingInputCallResponse = ch
-        .client_streaming(STREAMING_INPUT, req)
+        .client_streaming(&STREAMING_INPUT_CALL, req)
         .await
         .map_err(status_err)?
         .into_inner();
@@ -560,7 +582,7 @@ async fn server_compressed_streaming(ch: &Channel) -> Outcome {
         ..Default::default()
     };
     let mut responses = ch
-        .server_streaming::<_, StreamingOutputCallResponse>(STREAMING_OUTPUT, request(req))
+        .server_streaming(&STREAMING_OUTPUT_CALL, request(req))
         .await
         .map_err(status_err)?
         .into_inner();
@@ -588,8 +610,8 @@ async fn run_case(ch: &Channel, case: &str) -> Outcome {
         "custom_metadata" => Box::pin(custom_metadata(ch)),
         "status_code_and_message" => Box::pin(status_code_and_message(ch)),
         "special_status_message" => Box::pin(special_status_message(ch)),
-        "unimplemented_method" => Box::pin(unimplemented(ch, UNIMPLEMENTED_METHOD)),
-        "unimplemented_service" => Box::pin(unimplemented(ch, UNIMPLEMENTED_SERVICE)),
+        "unimplemented_method" => Box::pin(unimplemented_method(ch)),
+        "unimplemented_service" => Box::pin(unimplemented_service(ch)),
         "client_compressed_unary" => Box::pin(client_compressed_unary(ch)),
         "server_compressed_unary" => Box::pin(server_compressed_unary(ch)),
         "client_compressed_streaming" => Box::pin(client_compressed_streaming(ch)),

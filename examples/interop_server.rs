@@ -6,8 +6,9 @@
 //! (TLS; with `--ca`, client certificates are required and verified). The files are those
 //! `satellite certs` writes. Listens on 127.0.0.1 only.
 //!
-//! Deviation: the runtime compresses a whole response, not single messages of a stream, so a
-//! streaming response is gzip-compressed when any of its `ResponseParameters` asks for it.
+//! Streaming responses are compressed per message, as each `ResponseParameters.compressed`
+//! asks (`server_compressed_streaming`). The response head announces gzip when one of them
+//! asks for it: for FullDuplexCall, that is decided by the first request's parameters.
 
 use std::{collections::HashMap, path::PathBuf, pin::Pin, time::Duration};
 
@@ -15,9 +16,9 @@ use futures_core::Stream;
 use futures_util::{stream, StreamExt as _};
 use satellite::grpc::{
     self,
-    compression::Encoding,
     tls::{server_config, Identity, Roots},
-    Code, Metadata, Request, Response, Router, ServerConfig, Status, Streaming, Transport,
+    BidiStreaming, ClientStreaming, Code, Encoding, Metadata, Method, Outgoing, Request, Response,
+    Router, ServerConfig, ServerStreaming, Status, Streaming, Transport, Unary,
 };
 use tokio::sync::mpsc;
 
@@ -39,12 +40,37 @@ use pb::{
     StreamingOutputCallResponse,
 };
 
-const SERVICE: &str = "/grpc.testing.TestService/";
+const EMPTY_CALL: Method<Empty, Empty, Unary> =
+    Method::unary("/grpc.testing.TestService/EmptyCall");
+const UNARY_CALL: Method<SimpleRequest, SimpleResponse, Unary> =
+    Method::unary("/grpc.testing.TestService/UnaryCall");
+const STREAMING_OUTPUT_CALL: Method<
+    StreamingOutputCallRequest,
+    StreamingOutputCallResponse,
+    ServerStreaming,
+> = Method::server_streaming("/grpc.testing.TestService/StreamingOutputCall");
+const STREAMING_INPUT_CALL: Method<
+    StreamingInputCallRequest,
+    StreamingInputCallResponse,
+    ClientStreaming,
+> = Method::client_streaming("/grpc.testing.TestService/StreamingInputCall");
+const FULL_DUPLEX_CALL: Method<
+    StreamingOutputCallRequest,
+    StreamingOutputCallResponse,
+    BidiStreaming,
+> = Method::bidi_streaming("/grpc.testing.TestService/FullDuplexCall");
+const HALF_DUPLEX_CALL: Method<
+    StreamingOutputCallRequest,
+    StreamingOutputCallResponse,
+    BidiStreaming,
+> = Method::bidi_streaming("/grpc.testing.TestService/HalfDuplexCall");
+
 const ECHO_INITIAL: &str = "x-grpc-test-echo-initial";
 const ECHO_TRAILING: &str = "x-grpc-test-echo-trailing-bin";
 
-type ResponseStream =
-    Pin<Box<dyn Stream<Item = Result<StreamingOutputCallResponse, Status>> + Send>>;
+/// Each response says whether it goes compressed (its `ResponseParameters.compressed`).
+type ResponseItem = Result<Outgoing<StreamingOutputCallResponse>, Status>;
+type ResponseStream = Pin<Box<dyn Stream<Item = ResponseItem> + Send>>;
 
 /// `--name value`, `--name=value`, or a bare `--name` (true).
 fn parse_flags() -> Result<HashMap<String, String>, String> {
@@ -131,20 +157,26 @@ async fn unary_call(req: Request<SimpleRequest>) -> Result<Response<SimpleRespon
     Ok(response)
 }
 
-/// The responses one request asks for, each after its interval.
-fn responses_for(
-    params: Vec<ResponseParameters>,
-) -> impl Stream<Item = Result<StreamingOutputCallResponse, Status>> {
+/// The responses one request asks for, each after its interval and compressed as its
+/// parameters say (when the response has an encoding: see [`wants_compression`]).
+fn responses_for(params: Vec<ResponseParameters>) -> impl Stream<Item = ResponseItem> {
     stream::iter(params).then(|p| async move {
         if p.interval_us > 0 {
             tokio::time::sleep(Duration::from_micros(p.interval_us.unsigned_abs().into())).await;
         }
-        Ok(StreamingOutputCallResponse {
+        let response = StreamingOutputCallResponse {
             payload: Some(zeros(p.size)?),
+        };
+        Ok(if p.compressed.as_ref().is_some_and(|b| b.value) {
+            Outgoing::compressed(response)
+        } else {
+            Outgoing::uncompressed(response)
         })
     })
 }
 
+/// Whether any response asks to be compressed: then the response gets gzip as its encoding,
+/// which the messages that ask for it use.
 fn wants_compression(params: &[ResponseParameters]) -> bool {
     params
         .iter()
@@ -190,12 +222,13 @@ async fn full_duplex_call(
 ) -> Result<Response<ResponseStream>, Status> {
     let metadata = req.metadata().clone();
     let mut requests = req.into_inner();
-    // The first request decides the response compression, which covers the whole call.
+    // The response head goes before later requests are read: the first request decides
+    // whether it announces gzip, which the responses that ask for compression then use.
     let first = requests.message().await?;
     let compress = first
         .as_ref()
         .is_some_and(|r| wants_compression(&r.response_parameters));
-    let (tx, rx) = mpsc::channel::<Result<StreamingOutputCallResponse, Status>>(4);
+    let (tx, rx) = mpsc::channel::<ResponseItem>(4);
     tokio::spawn(async move {
         let mut next = first;
         while let Some(request) = next {
@@ -248,16 +281,15 @@ async fn half_duplex_call(
 }
 
 fn router() -> Router {
-    let path = |m: &str| format!("{SERVICE}{m}");
     Router::new()
-        .unary(&path("EmptyCall"), |_: Request<Empty>| async {
+        .unary(&EMPTY_CALL, |_: Request<Empty>| async {
             Ok(Response::new(Empty {}))
         })
-        .unary(&path("UnaryCall"), unary_call)
-        .server_streaming(&path("StreamingOutputCall"), streaming_output_call)
-        .client_streaming(&path("StreamingInputCall"), streaming_input_call)
-        .bidi_streaming(&path("FullDuplexCall"), full_duplex_call)
-        .bidi_streaming(&path("HalfDuplexCall"), half_duplex_call)
+        .unary(&UNARY_CALL, unary_call)
+        .server_streaming(&STREAMING_OUTPUT_CALL, streaming_output_call)
+        .client_streaming(&STREAMING_INPUT_CALL, streaming_input_call)
+        .bidi_streaming(&FULL_DUPLEX_CALL, full_duplex_call)
+        .bidi_streaming(&HALF_DUPLEX_CALL, half_duplex_call)
     // UnimplementedCall is left out on purpose: the runtime answers UNIMPLEMENTED.
 }
 

@@ -28,15 +28,19 @@ use satellite::{
     app::certs::{generate_in_memory, PkiOptions},
     grpc::{
         tls::{client_config, server_config, Identity, Roots},
-        Channel, Code, Endpoint, Request, Response, Router, ServerConfig, Status, Streaming,
-        Transport,
+        BidiStreaming, Channel, ClientStreaming, Code, Endpoint, Method, Request, Response, Router,
+        ServerConfig, ServerStreaming, Status, Streaming, Transport, Unary,
     },
 };
 
-const UNARY: &str = "/soak.Soak/Unary";
-const STREAM: &str = "/soak.Soak/Stream";
-const SUM: &str = "/soak.Soak/Sum";
-const BIDI: &str = "/soak.Soak/Bidi";
+/// Echoes the message after `sleep_ms`.
+const UNARY: Method<Msg, Msg, Unary> = Method::unary("/soak.Soak/Unary");
+/// `n` copies of the message (numbered), `sleep_ms` apart.
+const STREAM: Method<Msg, Msg, ServerStreaming> = Method::server_streaming("/soak.Soak/Stream");
+/// The sum of the requests' `n`.
+const SUM: Method<Msg, Msg, ClientStreaming> = Method::client_streaming("/soak.Soak/Sum");
+/// Echoes every request.
+const BIDI: Method<Msg, Msg, BidiStreaming> = Method::bidi_streaming("/soak.Soak/Bidi");
 
 #[derive(Parser, Debug)]
 #[command(about = "Soak the gRPC server with mixed load; exits 1 when a check fails")]
@@ -97,7 +101,7 @@ impl Drop for Guard {
 fn router(live: &Live) -> Router {
     let (l1, l2, l3, l4) = (live.clone(), live.clone(), live.clone(), live.clone());
     Router::new()
-        .unary(UNARY, move |req: Request<Msg>| {
+        .unary(&UNARY, move |req: Request<Msg>| {
             let guard = l1.enter();
             async move {
                 let _guard = guard;
@@ -106,7 +110,7 @@ fn router(live: &Live) -> Router {
                 Ok(Response::new(msg))
             }
         })
-        .server_streaming(STREAM, move |req: Request<Msg>| {
+        .server_streaming(&STREAM, move |req: Request<Msg>| {
             let guard = l2.enter();
             async move {
                 let msg = req.into_inner();
@@ -126,7 +130,7 @@ fn router(live: &Live) -> Router {
                 Ok(Response::new(replies))
             }
         })
-        .client_streaming(SUM, move |req: Request<Streaming<Msg>>| {
+        .client_streaming(&SUM, move |req: Request<Streaming<Msg>>| {
             let guard = l3.enter();
             async move {
                 let _guard = guard;
@@ -141,7 +145,7 @@ fn router(live: &Live) -> Router {
                 }))
             }
         })
-        .bidi_streaming(BIDI, move |req: Request<Streaming<Msg>>| {
+        .bidi_streaming(&BIDI, move |req: Request<Streaming<Msg>>| {
             let guard = l4.enter();
             async move {
                 let requests = req.into_inner();
@@ -213,7 +217,7 @@ async fn one_call(channel: &Channel, rng: &mut Rng, stats: &Stats) -> Result<(),
                 payload,
             };
             let req = Request::new(msg.clone()).with_timeout(Duration::from_secs(10));
-            let r = channel.unary::<_, Msg>(UNARY, req).await.and_then(|r| {
+            let r = channel.unary(&UNARY, req).await.and_then(|r| {
                 if r.into_inner() == msg {
                     Ok(())
                 } else {
@@ -231,7 +235,7 @@ async fn one_call(channel: &Channel, rng: &mut Rng, stats: &Stats) -> Result<(),
             };
             let timeout = Duration::from_millis(5 + rng.below(80));
             let req = Request::new(msg).with_timeout(timeout);
-            let r = channel.unary::<_, Msg>(UNARY, req).await.map(drop);
+            let r = channel.unary(&UNARY, req).await.map(drop);
             expect(r, true)
         }
         // Server stream read to its end, under a random deadline.
@@ -246,10 +250,7 @@ async fn one_call(channel: &Channel, rng: &mut Rng, stats: &Stats) -> Result<(),
             })
             .with_timeout(timeout);
             let r = async {
-                let mut s = channel
-                    .server_streaming::<_, Msg>(STREAM, req)
-                    .await?
-                    .into_inner();
+                let mut s = channel.server_streaming(&STREAM, req).await?.into_inner();
                 let mut got = 0;
                 while s.message().await?.is_some() {
                     got += 1;
@@ -273,10 +274,7 @@ async fn one_call(channel: &Channel, rng: &mut Rng, stats: &Stats) -> Result<(),
             .with_timeout(Duration::from_secs(10));
             let stop_after = rng.below(5);
             let r = async {
-                let mut s = channel
-                    .server_streaming::<_, Msg>(STREAM, req)
-                    .await?
-                    .into_inner();
+                let mut s = channel.server_streaming(&STREAM, req).await?.into_inner();
                 for _ in 0..stop_after {
                     s.message().await?;
                 }
@@ -290,17 +288,14 @@ async fn one_call(channel: &Channel, rng: &mut Rng, stats: &Stats) -> Result<(),
         80..=89 => {
             let n = rng.below(50) as u32;
             let req = Request::new(requests(n)).with_timeout(Duration::from_secs(10));
-            let r = channel
-                .client_streaming::<_, Msg, _>(SUM, req)
-                .await
-                .and_then(|r| {
-                    let want = (0..n).sum::<u32>();
-                    if r.into_inner().n == want {
-                        Ok(())
-                    } else {
-                        Err(Status::internal("wrong sum"))
-                    }
-                });
+            let r = channel.client_streaming(&SUM, req).await.and_then(|r| {
+                let want = (0..n).sum::<u32>();
+                if r.into_inner().n == want {
+                    Ok(())
+                } else {
+                    Err(Status::internal("wrong sum"))
+                }
+            });
             expect(r, false)
         }
         // Bidi echo, read fully or abandoned half-way.
@@ -309,10 +304,7 @@ async fn one_call(channel: &Channel, rng: &mut Rng, stats: &Stats) -> Result<(),
             let abandon = rng.below(3) == 0;
             let req = Request::new(requests(n)).with_timeout(Duration::from_secs(10));
             let r = async {
-                let mut s = channel
-                    .bidi_streaming::<_, Msg, _>(BIDI, req)
-                    .await?
-                    .into_inner();
+                let mut s = channel.bidi_streaming(&BIDI, req).await?.into_inner();
                 let mut got = 0;
                 while s.message().await?.is_some() {
                     got += 1;
@@ -338,7 +330,7 @@ async fn one_call(channel: &Channel, rng: &mut Rng, stats: &Stats) -> Result<(),
             })
             .with_timeout(Duration::from_secs(10));
             let wait = Duration::from_millis(1 + rng.below(30));
-            let r = tokio::time::timeout(wait, channel.unary::<_, Msg>(UNARY, req)).await;
+            let r = tokio::time::timeout(wait, channel.unary(&UNARY, req)).await;
             stats.cancelled.fetch_add(1, Ordering::Relaxed);
             match r {
                 Err(_) => Ok(()),

@@ -7,7 +7,21 @@ use std::time::Duration;
 
 use common::*;
 use futures_util::{stream, StreamExt as _};
-use satellite::grpc::{Channel, Code, Request};
+use satellite::grpc::{
+    BidiStreaming, Channel, ClientStreaming, Code, Method, Request, ServerStreaming, Unary,
+};
+
+// Paths the server does not serve: a method its service lacks, and a service it lacks.
+const NOPE: Method<EchoRequest, EchoReply, Unary> = Method::unary("/test.Echo/Nope");
+const NOPE_STREAM: Method<EchoRequest, EchoReply, ServerStreaming> =
+    Method::server_streaming("/test.Echo/Nope");
+const NOPE_SUM: Method<EchoRequest, EchoReply, ClientStreaming> =
+    Method::client_streaming("/test.Echo/Nope");
+const NO_SERVICE: Method<EchoRequest, EchoReply, Unary> = Method::unary("/no.Such/Service");
+const NO_SERVICE_STREAM: Method<EchoRequest, EchoReply, ServerStreaming> =
+    Method::server_streaming("/no.Such/Service");
+const NO_SERVICE_BIDI: Method<EchoRequest, EchoReply, BidiStreaming> =
+    Method::bidi_streaming("/no.Such/Service");
 
 async fn four_kinds(security: Security) {
     let server = start_server(security).await;
@@ -16,11 +30,10 @@ async fn four_kinds(security: Security) {
     let reply = echo_call(&channel, "hello").await.unwrap();
     assert_eq!(reply.text, "hello");
 
-    let response = bounded(
-        channel.server_streaming::<_, EchoReply>(COUNT, Request::new(EchoRequest::stream(5, 0))),
-    )
-    .await
-    .unwrap();
+    let response =
+        bounded(channel.server_streaming(&COUNT, Request::new(EchoRequest::stream(5, 0))))
+            .await
+            .unwrap();
     let mut replies = response.into_inner();
     let mut indexes = Vec::new();
     while let Some(reply) = bounded(replies.message()).await.unwrap() {
@@ -33,14 +46,14 @@ async fn four_kinds(security: Security) {
         count: i,
         ..EchoRequest::default()
     }));
-    let sum = bounded(channel.client_streaming::<_, EchoReply, _>(SUM, Request::new(requests)))
+    let sum = bounded(channel.client_streaming(&SUM, Request::new(requests)))
         .await
         .unwrap()
         .into_inner();
     assert_eq!((sum.index, sum.text.as_str()), (10, "1234"));
 
     let requests = stream::iter(["a", "b", "c"].map(EchoRequest::text));
-    let response = bounded(channel.bidi_streaming::<_, EchoReply, _>(BIDI, Request::new(requests)))
+    let response = bounded(channel.bidi_streaming(&BIDI, Request::new(requests)))
         .await
         .unwrap();
     let texts: Vec<String> =
@@ -66,11 +79,10 @@ async fn bidi_interleaves_requests_and_replies() {
     let channel = server.channel().await;
     let (tx, rx) = tokio::sync::mpsc::channel::<EchoRequest>(1);
     let requests = tokio_stream_from(rx);
-    let mut replies =
-        bounded(channel.bidi_streaming::<_, EchoReply, _>(BIDI, Request::new(requests)))
-            .await
-            .unwrap()
-            .into_inner();
+    let mut replies = bounded(channel.bidi_streaming(&BIDI, Request::new(requests)))
+        .await
+        .unwrap()
+        .into_inner();
     for i in 0..3 {
         tx.send(EchoRequest::text(format!("m{i}"))).await.unwrap();
         let reply = bounded(replies.message()).await.unwrap().unwrap();
@@ -128,9 +140,7 @@ async fn metadata_both_ways(security: Security) {
         .metadata_mut()
         .insert_bin("x-echo-bin", &binary)
         .unwrap();
-    let response = bounded(channel.unary::<_, EchoReply>(ECHO, request))
-        .await
-        .unwrap();
+    let response = bounded(channel.unary(&ECHO, request)).await.unwrap();
     assert_eq!(response.metadata().get("x-echo"), Some("initial value"));
     assert_eq!(
         response.trailers().get_bin("x-echo-bin").as_deref(),
@@ -181,7 +191,7 @@ async fn hundred_concurrent_server_streams() {
                     ..EchoRequest::stream(20, 1)
                 };
                 let mut replies = channel
-                    .server_streaming::<_, EchoReply>(COUNT, Request::new(request))
+                    .server_streaming(&COUNT, Request::new(request))
                     .await
                     .unwrap()
                     .into_inner();
@@ -207,8 +217,7 @@ async fn handler_panic_fails_that_call_alone() {
     let slow = {
         let channel = channel.clone();
         tokio::spawn(async move {
-            bounded(channel.unary::<_, EchoReply>(SLEEP, Request::new(EchoRequest::sleep(200))))
-                .await
+            bounded(channel.unary(&SLEEP, Request::new(EchoRequest::sleep(200)))).await
         })
     };
     let status = echo_call(&channel, "panic").await.unwrap_err();
@@ -236,7 +245,7 @@ async fn client_deadline_on_a_fast_call_is_fine() {
     let server = start_server(Security::Plaintext).await;
     let channel: Channel = server.channel().await;
     let request = Request::new(EchoRequest::sleep(1)).with_timeout(Duration::from_secs(5));
-    let reply = bounded(channel.unary::<_, EchoReply>(SLEEP, request)).await;
+    let reply = bounded(channel.unary(&SLEEP, request)).await;
     assert!(reply.is_ok());
 }
 
@@ -250,7 +259,7 @@ async fn large_messages_both_ways() {
         payload: payload.clone(),
         ..EchoRequest::default()
     };
-    let reply = bounded(channel.unary::<_, EchoReply>(ECHO, Request::new(request)))
+    let reply = bounded(channel.unary(&ECHO, Request::new(request)))
         .await
         .unwrap()
         .into_inner();
@@ -268,7 +277,7 @@ async fn oversized_request_is_resource_exhausted() {
         payload: vec![1; 2048],
         ..EchoRequest::default()
     };
-    let status = bounded(channel.unary::<_, EchoReply>(ECHO, Request::new(request)))
+    let status = bounded(channel.unary(&ECHO, Request::new(request)))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
@@ -280,13 +289,13 @@ async fn client_streaming_and_bidi_with_no_requests() {
     let server = start_server(Security::Plaintext).await;
     let channel = server.channel().await;
     let none = stream::iter(Vec::<EchoRequest>::new());
-    let sum = bounded(channel.client_streaming::<_, EchoReply, _>(SUM, Request::new(none)))
+    let sum = bounded(channel.client_streaming(&SUM, Request::new(none)))
         .await
         .unwrap()
         .into_inner();
     assert_eq!(sum.index, 0);
     let none = stream::iter(Vec::<EchoRequest>::new());
-    let mut replies = bounded(channel.bidi_streaming::<_, EchoReply, _>(BIDI, Request::new(none)))
+    let mut replies = bounded(channel.bidi_streaming(&BIDI, Request::new(none)))
         .await
         .unwrap()
         .into_inner();
@@ -320,11 +329,10 @@ async fn stream_ends_with(
         text: text.into(),
         ..EchoRequest::stream(3, 0)
     };
-    let mut replies =
-        bounded(channel.server_streaming::<_, EchoReply>(COUNT, Request::new(request)))
-            .await
-            .unwrap()
-            .into_inner();
+    let mut replies = bounded(channel.server_streaming(&COUNT, Request::new(request)))
+        .await
+        .unwrap()
+        .into_inner();
     let mut received = 0;
     loop {
         match bounded(replies.message()).await {
@@ -365,18 +373,18 @@ async fn unknown_paths_are_unimplemented_for_the_client() {
         .map(|i| {
             let channel = channel.clone();
             tokio::spawn(async move {
-                let path = if i % 2 == 0 {
-                    "/test.Echo/Nope"
+                let (unary, streaming) = if i % 2 == 0 {
+                    (&NOPE, &NOPE_STREAM)
                 } else {
-                    "/no.Such/Service"
+                    (&NO_SERVICE, &NO_SERVICE_STREAM)
                 };
                 let unary = channel
-                    .unary::<_, EchoReply>(path, Request::new(EchoRequest::text("x")))
+                    .unary(unary, Request::new(EchoRequest::text("x")))
                     .await
                     .unwrap_err();
                 assert_eq!(unary.code(), Code::Unimplemented, "{unary:?}");
                 let streaming = channel
-                    .server_streaming::<_, EchoReply>(path, Request::new(EchoRequest::text("x")))
+                    .server_streaming(streaming, Request::new(EchoRequest::text("x")))
                     .await
                     .unwrap_err();
                 assert_eq!(streaming.code(), Code::Unimplemented, "{streaming:?}");
@@ -393,17 +401,13 @@ async fn early_answer_ends_a_client_stream_that_never_finishes() {
     let server = start_server(Security::Plaintext).await;
     let channel = server.channel().await;
     let requests = stream::iter([EchoRequest::text("one")]).chain(stream::pending());
-    let status = bounded(
-        channel.client_streaming::<_, EchoReply, _>("/test.Echo/Nope", Request::new(requests)),
-    )
-    .await
-    .unwrap_err();
+    let status = bounded(channel.client_streaming(&NOPE_SUM, Request::new(requests)))
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
     let requests = stream::iter([EchoRequest::text("one")]).chain(stream::pending());
-    let status = bounded(
-        channel.bidi_streaming::<_, EchoReply, _>("/no.Such/Service", Request::new(requests)),
-    )
-    .await
-    .unwrap_err();
+    let status = bounded(channel.bidi_streaming(&NO_SERVICE_BIDI, Request::new(requests)))
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
 }

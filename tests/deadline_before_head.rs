@@ -9,10 +9,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::{bounded, plaintext_channel};
+use common::{bounded, plaintext_channel, EchoReply, EchoRequest};
 use futures_util::stream;
-use satellite::grpc::{Code, Request};
+use satellite::grpc::{BidiStreaming, ClientStreaming, Code, Method, Request};
 use tokio::net::TcpListener;
+
+const BIDI: Method<EchoRequest, EchoReply, BidiStreaming> = Method::bidi_streaming("/t.E/Bidi");
+const SUM: Method<EchoRequest, EchoReply, ClientStreaming> = Method::client_streaming("/t.E/Sum");
 
 /// An HTTP/2 server that accepts every stream and never answers, nor enforces deadlines.
 async fn silent_server() -> std::net::SocketAddr {
@@ -41,16 +44,14 @@ async fn deadline_before_the_head_is_deadline_exceeded() {
     for i in 0..50u64 {
         let timeout = Duration::from_millis(1 + i % 5);
         // A request stream that never ends, so the sender is still running at the deadline.
-        let requests = stream::pending::<common::EchoRequest>();
+        let requests = stream::pending::<EchoRequest>();
         let req = Request::new(requests).with_timeout(timeout);
-        let result =
-            bounded(channel.bidi_streaming::<_, common::EchoReply, _>("/t.E/Bidi", req)).await;
+        let result = bounded(channel.bidi_streaming(&BIDI, req)).await;
         let status = result.expect_err("the silent server never answers");
         assert_eq!(status.code(), Code::DeadlineExceeded, "call {i}: {status}");
 
-        let req = Request::new(stream::pending::<common::EchoRequest>()).with_timeout(timeout);
-        let result =
-            bounded(channel.client_streaming::<_, common::EchoReply, _>("/t.E/Sum", req)).await;
+        let req = Request::new(stream::pending::<EchoRequest>()).with_timeout(timeout);
+        let result = bounded(channel.client_streaming(&SUM, req)).await;
         let status = result.expect_err("the silent server never answers");
         assert_eq!(status.code(), Code::DeadlineExceeded, "call {i}: {status}");
     }

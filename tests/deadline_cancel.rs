@@ -18,9 +18,7 @@ async fn unary_deadline_exceeded_drops_the_handler() {
     let channel = server.channel().await;
     let request = Request::new(EchoRequest::sleep(10_000)).with_timeout(Duration::from_millis(100));
     let started = tokio::time::Instant::now();
-    let status = bounded(channel.unary::<_, EchoReply>(SLEEP, request))
-        .await
-        .unwrap_err();
+    let status = bounded(channel.unary(&SLEEP, request)).await.unwrap_err();
     assert_eq!(status.code(), Code::DeadlineExceeded);
     assert!(started.elapsed() < Duration::from_secs(2));
     assert!(server.live.wait_zero(PROMPTLY).await, "handler still alive");
@@ -32,7 +30,7 @@ async fn streaming_deadline_mid_stream_drops_the_handler() {
     let server = start_server(Security::Plaintext).await;
     let channel = server.channel().await;
     let request = Request::new(EchoRequest::stream(0, 10)).with_timeout(Duration::from_millis(300));
-    let mut replies = bounded(channel.server_streaming::<_, EchoReply>(COUNT, request))
+    let mut replies = bounded(channel.server_streaming(&COUNT, request))
         .await
         .unwrap()
         .into_inner();
@@ -53,12 +51,11 @@ async fn streaming_deadline_mid_stream_drops_the_handler() {
 async fn dropping_a_client_stream_cancels_the_handler() {
     let server = start_server(Security::Mtls).await;
     let channel = server.channel().await;
-    let mut replies = bounded(
-        channel.server_streaming::<_, EchoReply>(COUNT, Request::new(EchoRequest::stream(0, 5))),
-    )
-    .await
-    .unwrap()
-    .into_inner();
+    let mut replies =
+        bounded(channel.server_streaming(&COUNT, Request::new(EchoRequest::stream(0, 5))))
+            .await
+            .unwrap()
+            .into_inner();
     for i in 0..3 {
         assert_eq!(bounded(replies.message()).await.unwrap().unwrap().index, i);
     }
@@ -75,11 +72,10 @@ async fn dropping_a_bidi_stream_cancels_the_handler() {
     let channel = server.channel().await;
     // The request stream never ends on its own.
     let requests = stream::iter([EchoRequest::text("one")]).chain(stream::pending());
-    let mut replies =
-        bounded(channel.bidi_streaming::<_, EchoReply, _>(BIDI, Request::new(requests)))
-            .await
-            .unwrap()
-            .into_inner();
+    let mut replies = bounded(channel.bidi_streaming(&BIDI, Request::new(requests)))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(
         bounded(replies.message()).await.unwrap().unwrap().text,
         "one"
@@ -96,7 +92,7 @@ async fn grpc_timeout_is_enforced_by_the_server() {
     let server = start_server(Security::Plaintext).await;
     let mut send = raw_client(server.addr).await;
 
-    let mut head = grpc_head(server.addr, SLEEP);
+    let mut head = grpc_head(server.addr, SLEEP.path());
     head.headers_mut()
         .insert("grpc-timeout", HeaderValue::from_static("100m"));
     let started = tokio::time::Instant::now();
@@ -106,7 +102,7 @@ async fn grpc_timeout_is_enforced_by_the_server() {
     assert!(server.live.wait_zero(PROMPTLY).await, "handler still alive");
 
     // The same mid-stream: messages flow, then the status ends the stream.
-    let mut head = grpc_head(server.addr, COUNT);
+    let mut head = grpc_head(server.addr, COUNT.path());
     head.headers_mut()
         .insert("grpc-timeout", HeaderValue::from_static("200m"));
     let started = tokio::time::Instant::now();
@@ -124,7 +120,7 @@ async fn rst_stream_cancel_drops_the_handler() {
     let server = start_server(Security::Plaintext).await;
     let mut send = raw_client(server.addr).await;
     let mut ready = bounded(send.clone().ready()).await.unwrap();
-    let head = grpc_head(server.addr, SLEEP);
+    let head = grpc_head(server.addr, SLEEP.path());
     let (_response, mut stream) = ready.send_request(head, false).unwrap();
     stream
         .send_data(framed(&EchoRequest::sleep(10_000)), true)
@@ -134,7 +130,7 @@ async fn rst_stream_cancel_drops_the_handler() {
     assert!(server.live.wait_zero(PROMPTLY).await, "handler still alive");
     let response = raw_call(
         &mut send,
-        grpc_head(server.addr, ECHO),
+        grpc_head(server.addr, ECHO.path()),
         framed(&EchoRequest::text("x")),
         true,
     )
@@ -146,10 +142,12 @@ async fn rst_stream_cancel_drops_the_handler() {
 async fn dropping_a_unary_future_cancels_the_handler() {
     let server = start_server(Security::Plaintext).await;
     let channel = server.channel().await;
-    let call = channel.unary::<_, EchoReply>(SLEEP, Request::new(EchoRequest::sleep(10_000)));
-    assert!(tokio::time::timeout(Duration::from_millis(200), call)
-        .await
-        .is_err());
+    let dropped = tokio::time::timeout(
+        Duration::from_millis(200),
+        channel.unary(&SLEEP, Request::new(EchoRequest::sleep(10_000))),
+    )
+    .await;
+    assert!(dropped.is_err());
     assert!(server.live.wait_zero(PROMPTLY).await, "handler still alive");
     assert_eq!(echo_call(&channel, "after").await.unwrap().text, "after");
 }
@@ -166,12 +164,12 @@ async fn oversized_response_is_resource_exhausted_on_the_client() {
         payload: vec![0; 1000],
         ..EchoRequest::default()
     };
-    let status = bounded(channel.unary::<_, EchoReply>(ECHO, Request::new(request)))
+    let status = bounded(channel.unary(&ECHO, Request::new(request)))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
-    let mut replies = bounded(channel.server_streaming::<_, EchoReply>(
-        COUNT,
+    let mut replies = bounded(channel.server_streaming(
+        &COUNT,
         Request::new(EchoRequest {
             payload: vec![0; 1000],
             ..EchoRequest::stream(0, 1)
@@ -191,10 +189,12 @@ async fn dropping_a_client_streaming_call_cancels_the_handler() {
     let server = start_server(Security::Plaintext).await;
     let channel = server.channel().await;
     let requests = stream::iter([EchoRequest::text("one")]).chain(stream::pending());
-    let call = channel.client_streaming::<_, EchoReply, _>(SUM, Request::new(requests));
-    assert!(tokio::time::timeout(Duration::from_millis(200), call)
-        .await
-        .is_err());
+    let dropped = tokio::time::timeout(
+        Duration::from_millis(200),
+        channel.client_streaming(&SUM, Request::new(requests)),
+    )
+    .await;
+    assert!(dropped.is_err());
     assert!(server.live.wait_zero(PROMPTLY).await, "handler still alive");
     assert_eq!(echo_call(&channel, "after").await.unwrap().text, "after");
 }
@@ -205,7 +205,7 @@ async fn client_streaming_deadline_while_still_sending() {
     let channel = server.channel().await;
     let requests = stream::iter([EchoRequest::text("one")]).chain(stream::pending());
     let request = Request::new(requests).with_timeout(Duration::from_millis(200));
-    let status = bounded(channel.client_streaming::<_, EchoReply, _>(SUM, request))
+    let status = bounded(channel.client_streaming(&SUM, request))
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
@@ -224,7 +224,7 @@ async fn huge_client_timeout_is_a_far_deadline() {
         Duration::from_secs(400_000_000_000),
     ] {
         let request = Request::new(EchoRequest::text("far")).with_timeout(timeout);
-        let reply = bounded(channel.unary::<_, EchoReply>(ECHO, request)).await;
+        let reply = bounded(channel.unary(&ECHO, request)).await;
         assert_eq!(reply.unwrap().into_inner().text, "far", "{timeout:?}");
     }
 }

@@ -21,7 +21,7 @@ async fn stalled_reader_bounds_the_stream() {
         ..EchoRequest::stream(0, 0)
     };
     let (response, mut stream) = ready
-        .send_request(grpc_head(server.addr, COUNT), false)
+        .send_request(grpc_head(server.addr, COUNT.path()), false)
         .unwrap();
     stream.send_data(framed(&request), true).unwrap();
     let response = bounded(response).await.unwrap();
@@ -60,12 +60,11 @@ async fn stalled_reader_bounds_the_stream() {
 async fn graceful_shutdown_finishes_the_stream_in_flight() {
     let mut server = start_server(Security::Plaintext).await;
     let channel = server.channel().await;
-    let mut replies = bounded(
-        channel.server_streaming::<_, EchoReply>(COUNT, Request::new(EchoRequest::stream(50, 20))),
-    )
-    .await
-    .unwrap()
-    .into_inner();
+    let mut replies =
+        bounded(channel.server_streaming(&COUNT, Request::new(EchoRequest::stream(50, 20))))
+            .await
+            .unwrap()
+            .into_inner();
     let mut received = 0;
     while received < 3 {
         assert!(bounded(replies.message()).await.unwrap().is_some());
@@ -107,7 +106,7 @@ async fn deadline_on_a_stalled_reader_ends_the_stream() {
         payload: vec![0xAB; PAYLOAD],
         ..EchoRequest::stream(0, 0)
     };
-    let mut head = grpc_head(server.addr, COUNT);
+    let mut head = grpc_head(server.addr, COUNT.path());
     head.headers_mut()
         .insert("grpc-timeout", http::HeaderValue::from_static("300m"));
     let (response, mut stream) = ready.send_request(head, false).unwrap();
@@ -127,12 +126,11 @@ async fn shutdown_grace_cuts_off_endless_calls() {
     })
     .await;
     let channel = server.channel().await;
-    let mut replies = bounded(
-        channel.server_streaming::<_, EchoReply>(COUNT, Request::new(EchoRequest::stream(0, 10))),
-    )
-    .await
-    .unwrap()
-    .into_inner();
+    let mut replies =
+        bounded(channel.server_streaming(&COUNT, Request::new(EchoRequest::stream(0, 10))))
+            .await
+            .unwrap()
+            .into_inner();
     assert!(bounded(replies.message()).await.unwrap().is_some());
     let started = tokio::time::Instant::now();
     server.trigger_shutdown();
@@ -166,9 +164,7 @@ async fn connection_cap_queues_the_next_connection() {
     let second = plaintext_channel(server.addr).await;
     let request =
         Request::new(EchoRequest::text("second")).with_timeout(Duration::from_millis(300));
-    let status = bounded(second.unary::<_, EchoReply>(ECHO, request))
-        .await
-        .unwrap_err();
+    let status = bounded(second.unary(&ECHO, request)).await.unwrap_err();
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
 
     // Closing the first connection frees the slot.

@@ -25,7 +25,7 @@ async fn clients_vanishing_mid_stream_drop_their_handlers() {
     let mut peers = Vec::new();
     for _ in 0..50 {
         let mut peer = RawPeer::connect(server.addr, &[]).await;
-        let mut bytes = headers(1, &grpc_block(COUNT, &[]), false);
+        let mut bytes = headers(1, &grpc_block(COUNT.path(), &[]), false);
         bytes.extend(data(1, &grpc_message(&EchoRequest::stream(0, 1)), true));
         assert!(peer.send_within(&bytes, SECS(5)).await);
         peer.read_until(SECS(5), |o| o.data.get(&1).is_some_and(|&n| n > 0))
@@ -51,11 +51,10 @@ async fn server_vanishing_mid_call_is_unavailable_to_the_client() {
     let watch = Watch::begin("server vanishes mid-call", &server).await;
     let doomed = start_server(Security::Mtls).await;
     let channel = doomed.channel().await;
-    let response = bounded(
-        channel.server_streaming::<_, EchoReply>(COUNT, Request::new(EchoRequest::stream(0, 5))),
-    )
-    .await
-    .unwrap();
+    let response =
+        bounded(channel.server_streaming(&COUNT, Request::new(EchoRequest::stream(0, 5))))
+            .await
+            .unwrap();
     let mut stream = response.into_inner();
     for _ in 0..3 {
         bounded(stream.message()).await.unwrap().unwrap();
@@ -109,8 +108,8 @@ async fn panicking_handlers_fail_their_calls_alone() {
         let channel = channel.clone();
         tasks.spawn(async move {
             if i % 6 == 0 {
-                let response = bounded(channel.server_streaming::<_, EchoReply>(
-                    COUNT,
+                let response = bounded(channel.server_streaming(
+                    &COUNT,
                     Request::new(EchoRequest {
                         text: "panic".into(),
                         ..EchoRequest::stream(2, 0)
@@ -151,7 +150,7 @@ async fn health_ok(addr: std::net::SocketAddr) -> bool {
             let _ = connection.await;
         });
         let mut send = send;
-        let head = grpc_head(addr, satellite::grpc::health::CHECK);
+        let head = grpc_head(addr, satellite::grpc::health::CHECK.path());
         let response = raw_call(&mut send, head, Bytes::from_static(&[0; 5]), true).await;
         Some(response.grpc_status() == Some(0))
     };

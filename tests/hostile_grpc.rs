@@ -98,7 +98,7 @@ async fn malformed_messages_at_volume() {
         hammer(
             &server,
             200,
-            |_| (grpc_head(addr, ECHO), body.clone(), end),
+            |_| (grpc_head(addr, ECHO.path()), body.clone(), end),
             status_is(code),
         )
         .await;
@@ -137,7 +137,7 @@ async fn gzip_bomb_is_resource_exhausted_with_bounded_memory() {
         &server,
         20,
         |_| {
-            let mut head = grpc_head(addr, ECHO);
+            let mut head = grpc_head(addr, ECHO.path());
             head.headers_mut()
                 .insert("grpc-encoding", HeaderValue::from_static("gzip"));
             (head, bomb.clone(), true)
@@ -160,7 +160,7 @@ async fn malformed_heads_at_volume() {
         &server,
         200,
         move |_| {
-            let mut head = grpc_head(addr, ECHO);
+            let mut head = grpc_head(addr, ECHO.path());
             *head.method_mut() = http::Method::GET;
             (head, Bytes::new(), true)
         },
@@ -171,7 +171,7 @@ async fn malformed_heads_at_volume() {
         &server,
         200,
         move |_| {
-            let mut head = grpc_head(addr, ECHO);
+            let mut head = grpc_head(addr, ECHO.path());
             head.headers_mut()
                 .insert("content-type", HeaderValue::from_static("text/plain"));
             (head, b.clone(), true)
@@ -184,7 +184,7 @@ async fn malformed_heads_at_volume() {
         &server,
         200,
         move |_| {
-            let mut head = grpc_head(addr, ECHO);
+            let mut head = grpc_head(addr, ECHO.path());
             head.headers_mut().remove("te");
             (head, b.clone(), true)
         },
@@ -196,7 +196,7 @@ async fn malformed_heads_at_volume() {
         &server,
         200,
         move |_| {
-            let mut head = grpc_head(addr, SLEEP);
+            let mut head = grpc_head(addr, SLEEP.path());
             head.headers_mut().insert(
                 "grpc-timeout",
                 HeaderValue::from_static("12345678901234567890S"),
@@ -224,7 +224,7 @@ async fn huge_metadata_fails_that_call_alone() {
         &server,
         100,
         move |_| {
-            let mut head = grpc_head(addr, ECHO);
+            let mut head = grpc_head(addr, ECHO.path());
             for i in 0..80 {
                 let name = http::HeaderName::from_bytes(format!("x-m{i}").as_bytes()).unwrap();
                 head.headers_mut()
@@ -239,7 +239,7 @@ async fn huge_metadata_fails_that_call_alone() {
     .await;
     for _ in 0..5 {
         let send = raw_client(addr).await;
-        let mut head = grpc_head(addr, ECHO);
+        let mut head = grpc_head(addr, ECHO.path());
         head.headers_mut().insert(
             "x-huge",
             HeaderValue::from_str(&"v".repeat(1024 * 1024)).unwrap(),

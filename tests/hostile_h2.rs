@@ -16,7 +16,7 @@ async fn plaintext() -> TestServer {
 }
 
 fn sleep_call(stream: u32, delay_ms: u64) -> Vec<u8> {
-    let mut out = headers(stream, &grpc_block(SLEEP, &[]), false);
+    let mut out = headers(stream, &grpc_block(SLEEP.path(), &[]), false);
     out.extend(data(
         stream,
         &grpc_message(&EchoRequest::sleep(delay_ms)),
@@ -26,7 +26,7 @@ fn sleep_call(stream: u32, delay_ms: u64) -> Vec<u8> {
 }
 
 fn echo_raw(stream: u32, text: &str) -> Vec<u8> {
-    let mut out = headers(stream, &grpc_block(ECHO, &[]), false);
+    let mut out = headers(stream, &grpc_block(ECHO.path(), &[]), false);
     out.extend(data(stream, &grpc_message(&EchoRequest::text(text)), true));
     out
 }
@@ -38,7 +38,7 @@ async fn rapid_reset_is_bounded() {
     let watch = Watch::begin("rapid reset x10000", &server).await;
     let (stop, max_live) = sample_max(&server.live);
     let mut peer = RawPeer::connect(server.addr, &[]).await;
-    let block = grpc_block(SLEEP, &[]);
+    let block = grpc_block(SLEEP.path(), &[]);
     let body = grpc_message(&EchoRequest::sleep(5_000));
     let mut sent = 0;
     'outer: for batch in 0..20_u32 {
@@ -82,7 +82,7 @@ async fn continuation_flood_is_goaway_enhance_your_calm() {
     let server = plaintext().await;
     let watch = Watch::begin("CONTINUATION flood", &server).await;
     let mut peer = RawPeer::connect(server.addr, &[]).await;
-    let mut bytes = frame(HEADERS, 0, 1, &grpc_block(ECHO, &[]));
+    let mut bytes = frame(HEADERS, 0, 1, &grpc_block(ECHO.path(), &[]));
     for _ in 0..10_000 {
         bytes.extend(frame(CONTINUATION, 0, 1, &[]));
     }
@@ -104,13 +104,13 @@ async fn hpack_bomb_is_refused() {
     let server = plaintext().await;
     let watch = Watch::begin("HPACK bomb", &server).await;
     let mut peer = RawPeer::connect(server.addr, &[]).await;
-    let mut block = grpc_block(ECHO, &[]);
+    let mut block = grpc_block(ECHO.path(), &[]);
     literal_indexed(&mut block, "x-b", &[b'a'; 4000]);
     let mut bytes = headers(1, &block, false);
     bytes.extend(data(1, &grpc_message(&EchoRequest::text("seed")), true));
     assert!(peer.send_within(&bytes, SECS(5)).await);
     peer.read_until(SECS(5), |o| o.ended.contains(&1)).await;
-    let mut bomb = grpc_block(ECHO, &[]);
+    let mut bomb = grpc_block(ECHO.path(), &[]);
     // Index 62 is the newest dynamic-table entry.
     bomb.extend(std::iter::repeat_n(0xBE_u8, 4000));
     let mut bytes = headers(3, &bomb, false);
@@ -142,7 +142,7 @@ async fn oversized_header_list_is_refused() {
     let server = plaintext().await;
     let watch = Watch::begin("oversized header list", &server).await;
     let mut peer = RawPeer::connect(server.addr, &[]).await;
-    let mut block = grpc_block(ECHO, &[]);
+    let mut block = grpc_block(ECHO.path(), &[]);
     for i in 0..10_000 {
         literal(&mut block, "x-h", format!("{}", i % 10).as_bytes());
     }
@@ -226,7 +226,7 @@ async fn empty_data_flood_is_bounded() {
     let server = plaintext().await;
     let watch = Watch::begin("empty DATA flood x10000", &server).await;
     let mut peer = RawPeer::connect(server.addr, &[]).await;
-    let mut bytes = headers(1, &grpc_block(SUM, &[]), false);
+    let mut bytes = headers(1, &grpc_block(SUM.path(), &[]), false);
     for _ in 0..10_000 {
         bytes.extend(data(1, &[], false));
     }
@@ -273,7 +273,7 @@ async fn window_update_floods_are_bounded() {
     assert!(peer.outcome.goaway.is_none(), "{:?}", peer.outcome);
 
     // A zero increment on an open stream: h2 makes it a connection error.
-    let mut bytes = headers(3, &grpc_block(SUM, &[]), false);
+    let mut bytes = headers(3, &grpc_block(SUM.path(), &[]), false);
     bytes.extend(window_update(3, 0));
     peer.send_within(&bytes, SECS(5)).await;
     assert!(peer.read_to_close(SECS(5)).await);
@@ -302,10 +302,14 @@ async fn zero_window_slowloris_is_cancelled_by_the_deadline() {
         payload: vec![7; 16 * 1024],
         ..EchoRequest::stream(0, 0)
     };
-    let mut bytes = headers(1, &grpc_block(COUNT, &[("grpc-timeout", b"300m")]), false);
+    let mut bytes = headers(
+        1,
+        &grpc_block(COUNT.path(), &[("grpc-timeout", b"300m")]),
+        false,
+    );
     bytes.extend(data_frames(1, &grpc_message(&endless), true));
     // Stream 3: the same without a deadline.
-    bytes.extend(headers(3, &grpc_block(COUNT, &[]), false));
+    bytes.extend(headers(3, &grpc_block(COUNT.path(), &[]), false));
     bytes.extend(data_frames(3, &grpc_message(&endless), true));
     let started = std::time::Instant::now();
     assert!(peer.send_within(&bytes, SECS(5)).await);
@@ -442,7 +446,7 @@ async fn peer_that_never_reads_is_bounded() {
         let id = 1 + 2 * i;
         bytes.extend(headers(
             id,
-            &grpc_block(COUNT, &[("grpc-timeout", b"500m")]),
+            &grpc_block(COUNT.path(), &[("grpc-timeout", b"500m")]),
             false,
         ));
         bytes.extend(data_frames(id, &grpc_message(&endless), true));

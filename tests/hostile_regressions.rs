@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use satellite::grpc::{server::serve_io, Router, ServerConfig, Transport};
+use satellite::grpc::{serve_io, Method, Router, ServerConfig, ServerStreaming, Transport};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 // Regression: h2's handshake ends after the 24-byte magic, so a peer that sent the magic and
@@ -21,6 +21,7 @@ async fn magic_without_settings_is_closed_at_the_handshake_timeout() {
     tokio::time::timeout(Duration::from_secs(3), server)
         .await
         .expect("a peer that sent only the magic held its connection")
+        .unwrap()
         .unwrap();
     // The connection is gone: the client reads the server's SETTINGS, then EOF.
     let mut rest = Vec::new();
@@ -49,6 +50,8 @@ struct Blob {
     payload: Vec<u8>,
 }
 
+const ENDLESS: Method<Blob, Blob, ServerStreaming> = Method::server_streaming("/r.R/Endless");
+
 // Regression: h2 counts the resets it generates itself over a connection's whole life (the
 // MadeYouReset cap, 1 024) and never forgets them. A client that cancels many streams gets
 // late frames for streams already gone from h2's small cache of reset streams, answers each
@@ -59,7 +62,7 @@ struct Blob {
 async fn channel_survives_many_cancelled_streams() {
     use futures_util::stream;
     use satellite::grpc::{Channel, Code, Endpoint, Request, Response, Status};
-    let router = Router::new().server_streaming("/r.R/Endless", |_req: Request<Blob>| async {
+    let router = Router::new().server_streaming(&ENDLESS, |_req: Request<Blob>| async {
         let blob = Blob {
             payload: vec![1; 4096],
         };
@@ -84,9 +87,10 @@ async fn channel_survives_many_cancelled_streams() {
         let channel = channel.clone();
         tasks.spawn(async move {
             for _ in 0..60 {
-                let call = channel
-                    .server_streaming::<_, Blob>("/r.R/Endless", Request::new(Blob::default()));
-                let mut stream = match call.await {
+                let mut stream = match channel
+                    .server_streaming(&ENDLESS, Request::new(Blob::default()))
+                    .await
+                {
                     Ok(response) => response.into_inner(),
                     Err(status) => return Err(status),
                 };

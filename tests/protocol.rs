@@ -45,7 +45,7 @@ impl Peer {
 
     /// A good echo call on the same connection: the connection still serves.
     async fn assert_still_serves(&mut self) {
-        let head = self.head(ECHO);
+        let head = self.head(ECHO.path());
         let response = self
             .call(head, framed(&EchoRequest::text("still here")), true)
             .await;
@@ -99,7 +99,7 @@ fn raw_frame(flag: u8, payload: &[u8]) -> Bytes {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_is_405() {
     let mut peer = Peer::new().await;
-    let mut head = peer.head(ECHO);
+    let mut head = peer.head(ECHO.path());
     *head.method_mut() = http::Method::GET;
     let response = peer.call(head, Bytes::new(), true).await;
     assert_eq!(response.head.status, StatusCode::METHOD_NOT_ALLOWED);
@@ -109,7 +109,7 @@ async fn get_is_405() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn text_plain_is_415() {
     let mut peer = Peer::new().await;
-    let mut head = peer.head(ECHO);
+    let mut head = peer.head(ECHO.path());
     head.headers_mut()
         .insert("content-type", HeaderValue::from_static("text/plain"));
     let response = peer.call(head, framed(&EchoRequest::text("x")), true).await;
@@ -133,7 +133,7 @@ async fn unknown_method_and_service_are_trailers_only_unimplemented() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsupported_encoding_is_unimplemented_with_accept_encoding() {
     let mut peer = Peer::new().await;
-    let mut head = peer.head(ECHO);
+    let mut head = peer.head(ECHO.path());
     head.headers_mut()
         .insert("grpc-encoding", HeaderValue::from_static("snappy"));
     let response = peer.call(head, framed(&EchoRequest::text("x")), true).await;
@@ -151,12 +151,12 @@ async fn unsupported_encoding_is_unimplemented_with_accept_encoding() {
 async fn unary_with_zero_or_two_messages_is_unimplemented() {
     let mut peer = Peer::new().await;
     // Pinned: statuscodes.md names UNIMPLEMENTED for a cardinality violation (GRPC-NOTES §1.3).
-    let head = peer.head(ECHO);
+    let head = peer.head(ECHO.path());
     peer.expect_status(head, Bytes::new(), true, UNIMPLEMENTED)
         .await;
     let mut two = framed(&EchoRequest::text("one")).to_vec();
     two.extend_from_slice(&framed(&EchoRequest::text("two")));
-    let head = peer.head(ECHO);
+    let head = peer.head(ECHO.path());
     peer.expect_status(head, two.into(), true, UNIMPLEMENTED)
         .await;
 }
@@ -177,7 +177,7 @@ async fn bad_messages_are_internal() {
         ),
     ];
     for (what, body) in cases {
-        let head = peer.head(ECHO);
+        let head = peer.head(ECHO.path());
         let response = peer.call(head, body, true).await;
         assert_eq!(
             response.grpc_status(),
@@ -191,7 +191,7 @@ async fn bad_messages_are_internal() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_gib_length_is_resource_exhausted_promptly() {
     let mut peer = Peer::new().await;
-    let head = peer.head(ECHO);
+    let head = peer.head(ECHO.path());
     let body = Bytes::from_static(&[0x00, 0xFF, 0xFF, 0xFF, 0xFF]);
     // No END_STREAM: the server must answer from the prefix alone.
     let response = tokio::time::timeout(Duration::from_secs(2), peer.call(head, body, false))
@@ -209,7 +209,7 @@ async fn four_gib_length_is_resource_exhausted_promptly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_grpc_timeout_is_internal() {
     let mut peer = Peer::new().await;
-    let mut head = peer.head(ECHO);
+    let mut head = peer.head(ECHO.path());
     head.headers_mut().insert(
         "grpc-timeout",
         HeaderValue::from_static("12345678901234567890m"),
@@ -221,19 +221,19 @@ async fn malformed_grpc_timeout_is_internal() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn well_formed_grpc_timeout_is_accepted() {
     let mut peer = Peer::new().await;
-    let mut head = peer.head(ECHO);
+    let mut head = peer.head(ECHO.path());
     head.headers_mut()
         .insert("grpc-timeout", HeaderValue::from_static("10S"));
     let response = peer.call(head, framed(&EchoRequest::text("x")), true).await;
     assert_ok_with_trailers(&response);
     // The largest value the grammar allows (8 digits of hours) is a far deadline, not a panic.
-    let mut head = peer.head(ECHO);
+    let mut head = peer.head(ECHO.path());
     head.headers_mut()
         .insert("grpc-timeout", HeaderValue::from_static("99999999H"));
     let response = peer.call(head, framed(&EchoRequest::text("x")), true).await;
     assert_ok_with_trailers(&response);
     // And a tiny one that has passed by the time the server looks: DEADLINE_EXCEEDED.
-    let mut head = peer.head(SLEEP);
+    let mut head = peer.head(SLEEP.path());
     head.headers_mut()
         .insert("grpc-timeout", HeaderValue::from_static("1n"));
     peer.expect_status(
@@ -248,7 +248,7 @@ async fn well_formed_grpc_timeout_is_accepted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_te_is_tolerated() {
     let mut peer = Peer::new().await;
-    let mut head = peer.head(ECHO);
+    let mut head = peer.head(ECHO.path());
     head.headers_mut().remove("te");
     let response = peer
         .call(head, framed(&EchoRequest::text("no te")), true)
@@ -260,29 +260,29 @@ async fn missing_te_is_tolerated() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn successful_responses_carry_grpc_status_in_trailers() {
     let mut peer = Peer::new().await;
-    let head = peer.head(ECHO);
+    let head = peer.head(ECHO.path());
     let response = peer.call(head, framed(&EchoRequest::text("x")), true).await;
     assert_ok_with_trailers(&response);
 
-    let head = peer.head(COUNT);
+    let head = peer.head(COUNT.path());
     let response = peer
         .call(head, framed(&EchoRequest::stream(3, 0)), true)
         .await;
     assert_ok_with_trailers(&response);
 
     // A stream with no messages at all still has headers, then trailers.
-    let head = peer.head(SUM);
+    let head = peer.head(SUM.path());
     let response = peer.call(head, Bytes::new(), true).await;
     assert_ok_with_trailers(&response);
 
     let mut two = framed(&EchoRequest::text("a")).to_vec();
     two.extend_from_slice(&framed(&EchoRequest::text("b")));
-    let head = peer.head(BIDI);
+    let head = peer.head(BIDI.path());
     let response = peer.call(head, two.into(), true).await;
     assert_ok_with_trailers(&response);
 
     // Messages split across DATA frames and several in one frame decode the same.
-    let head = peer.head(BIDI);
+    let head = peer.head(BIDI.path());
     let mut ready = bounded(peer.send.clone().ready()).await.unwrap();
     let (response, mut stream) = ready.send_request(head, false).unwrap();
     let mut bytes = framed(&EchoRequest::text("split")).to_vec();
@@ -321,7 +321,7 @@ async fn ten_thousand_empty_messages_are_counted() {
     for _ in 0..10_000 {
         body.extend_from_slice(&[0, 0, 0, 0, 0]);
     }
-    let head = peer.head(SUM);
+    let head = peer.head(SUM.path());
     let response = peer.call(head, body.into(), true).await;
     assert_ok_with_trailers(&response);
     let reply: EchoReply = prost::Message::decode(&response.data[5..]).unwrap();
@@ -336,9 +336,7 @@ async fn oversized_request_headers_fail_that_call_alone() {
     let mut request = satellite::grpc::Request::new(EchoRequest::text("big"));
     let big = "v".repeat(20 * 1024);
     request.metadata_mut().insert("x-big", &big).unwrap();
-    let status = bounded(channel.unary::<_, EchoReply>(ECHO, request))
-        .await
-        .unwrap_err();
+    let status = bounded(channel.unary(&ECHO, request)).await.unwrap_err();
     // h2 answers 431 itself; http-grpc-status-mapping.md maps 431 to INTERNAL.
     assert_eq!(status.code(), satellite::grpc::Code::Internal, "{status:?}");
     assert_eq!(echo_call(&channel, "after").await.unwrap().text, "after");

@@ -157,7 +157,7 @@ async fn area(
 async fn raw_area(channel: &Channel, area: Area) -> Result<Vec<Image>, Status> {
     let mut request = Request::new(area);
     request.set_timeout(WAIT);
-    let response = bounded(channel.server_streaming::<Area, Image>(GET_IMAGES, request)).await?;
+    let response = bounded(channel.server_streaming(&GET_IMAGES, request)).await?;
     drain(response.into_inner()).await
 }
 

@@ -1,4 +1,4 @@
 #![no_main]
-//! Fuzz target: see `satellite::grpc::fuzzing::frame_decoder` for the input layout and invariants.
+//! Fuzz target: input layout and invariants at `satellite::grpc::fuzz_bridge::frame_decoder`.
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| satellite::grpc::fuzzing::frame_decoder(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| satellite::grpc::fuzz_bridge::frame_decoder(data));

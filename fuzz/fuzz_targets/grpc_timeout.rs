@@ -1,4 +1,4 @@
 #![no_main]
-//! Fuzz target: see `satellite::grpc::fuzzing::grpc_timeout` for the input layout and invariants.
+//! Fuzz target: input layout and invariants at `satellite::grpc::fuzz_bridge::grpc_timeout`.
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| satellite::grpc::fuzzing::grpc_timeout(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| satellite::grpc::fuzz_bridge::grpc_timeout(data));

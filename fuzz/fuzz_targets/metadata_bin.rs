@@ -1,4 +1,4 @@
 #![no_main]
-//! Fuzz target: see `satellite::grpc::fuzzing::metadata_bin` for the input layout and invariants.
+//! Fuzz target: input layout and invariants at `satellite::grpc::fuzz_bridge::metadata_bin`.
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| satellite::grpc::fuzzing::metadata_bin(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| satellite::grpc::fuzz_bridge::metadata_bin(data));

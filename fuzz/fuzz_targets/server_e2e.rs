@@ -1,4 +1,4 @@
 #![no_main]
-//! Fuzz target: see `satellite::grpc::fuzzing::server_e2e` for the input layout and invariants.
+//! Fuzz target: input layout and invariants at `satellite_testkit::server_e2e`.
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| satellite::grpc::fuzzing::server_e2e(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| satellite_testkit::server_e2e(data));

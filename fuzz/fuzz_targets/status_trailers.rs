@@ -1,4 +1,4 @@
 #![no_main]
-//! Fuzz target: see `satellite::grpc::fuzzing::status_trailers` for the input layout and invariants.
+//! Fuzz target: input layout and invariants at `satellite::grpc::fuzz_bridge::status_trailers`.
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| satellite::grpc::fuzzing::status_trailers(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| satellite::grpc::fuzz_bridge::status_trailers(data));

@@ -6,32 +6,39 @@
 use bytes::{Bytes, BytesMut};
 
 use crate::grpc::frame::{put_prefix, PREFIX_LEN};
-use crate::grpc::status::Status;
+
+/// Why a message cannot be sent; the caller decides the status.
+#[derive(Debug)]
+pub(crate) enum EncodeError {
+    /// The (compressed, when `compressed`) message is over the send limit or the 4-byte length.
+    TooLarge {
+        len: usize,
+        limit: usize,
+        compressed: bool,
+    },
+    /// The compressor failed.
+    Compress(std::io::Error),
+}
 
 /// Appends one length-prefixed, uncompressed message to `buf`.
 ///
 /// Several calls append several messages, which is how ready messages are coalesced into one
 /// DATA frame.
-///
-/// # Errors
-/// `RESOURCE_EXHAUSTED` when the encoded message is longer than `max_len` (the send limit) or
-/// cannot be described by the 4-byte length.
-pub fn encode<M: prost::Message>(
+pub(crate) fn encode<M: prost::Message>(
     msg: &M,
     buf: &mut BytesMut,
     max_len: usize,
-) -> Result<(), Status> {
+) -> Result<(), EncodeError> {
     let len = msg.encoded_len();
-    let Ok(len32) = u32::try_from(len) else {
-        return Err(Status::resource_exhausted(format!(
-            "message of {len} bytes is too large to frame"
-        )));
-    };
-    if len > max_len {
-        return Err(Status::resource_exhausted(format!(
-            "message of {len} bytes exceeds the send limit of {max_len} bytes"
-        )));
-    }
+    let len32 =
+        u32::try_from(len)
+            .ok()
+            .filter(|_| len <= max_len)
+            .ok_or(EncodeError::TooLarge {
+                len,
+                limit: max_len.min(u32::MAX as usize),
+                compressed: false,
+            })?;
     if len <= SMALL {
         // prost writes varints a byte at a time through `BufMut`, and each `BytesMut::put_u8`
         // re-checks capacity and length; on a plain slice it is a pointer bump. For small
@@ -55,11 +62,8 @@ pub fn encode<M: prost::Message>(
 const SMALL: usize = 128;
 
 /// Decodes one message payload.
-///
-/// # Errors
-/// `INTERNAL` for bytes that are not a valid message of this type (GRPC-NOTES §1.6).
-pub fn decode<M: prost::Message + Default>(payload: Bytes) -> Result<M, Status> {
-    M::decode(payload).map_err(|e| Status::internal(format!("failed to decode message: {e}")))
+pub(crate) fn decode<M: prost::Message + Default>(payload: Bytes) -> Result<M, prost::DecodeError> {
+    M::decode(payload)
 }
 
 #[cfg(test)]
@@ -115,6 +119,8 @@ mod tests {
             50,
         )
         .unwrap_err();
-        assert_eq!(err.code(), crate::grpc::Code::ResourceExhausted);
+        assert!(
+            matches!(err, EncodeError::TooLarge { len, limit: 50, compressed: false } if len > 100)
+        );
     }
 }

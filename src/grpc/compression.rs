@@ -11,12 +11,13 @@ use bytes::{BufMut as _, Bytes, BytesMut};
 use flate2::{read, write, Compression};
 
 use crate::grpc::{
+    codec::EncodeError,
     frame::{put_prefix, PREFIX_LEN},
-    status::Status,
+    metadata::GRPC_ENCODING,
 };
 
 /// The encodings we can decode, as sent in `grpc-accept-encoding`.
-pub const ACCEPT_ENCODING: &str = "gzip,deflate,identity";
+pub(crate) const ACCEPT_ENCODING: &str = "gzip,deflate,identity";
 
 /// A message encoding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -28,11 +29,22 @@ pub enum Encoding {
 }
 
 impl Encoding {
+    /// The message encoding a head declares (`grpc-encoding`); `Ok(None)` for identity or
+    /// none.
+    ///
+    /// # Errors
+    /// The name of an encoding we do not support.
+    pub(crate) fn of_head(headers: &http::HeaderMap) -> Result<Option<Self>, String> {
+        headers
+            .get(GRPC_ENCODING)
+            .map_or(Ok(None), |v| Self::from_header(v.as_bytes()))
+    }
+
     /// The encoding named by a `grpc-encoding` value; `Ok(None)` for identity.
     ///
     /// # Errors
     /// The value itself, when it names an encoding we do not support.
-    pub fn from_header(value: &[u8]) -> Result<Option<Self>, String> {
+    pub(crate) fn from_header(value: &[u8]) -> Result<Option<Self>, String> {
         match value {
             b"identity" => Ok(None),
             b"gzip" => Ok(Some(Self::Gzip)),
@@ -50,19 +62,29 @@ impl Encoding {
     }
 
     /// True when a `grpc-accept-encoding` value lists this encoding.
-    pub fn is_accepted_by(self, accept: &[u8]) -> bool {
+    pub(crate) fn is_accepted_by(self, accept: &[u8]) -> bool {
         accept
             .split(|&b| b == b',')
             .any(|item| item.trim_ascii() == self.as_str().as_bytes())
     }
 }
 
-/// Decompresses one message payload, reading at most `limit + 1` bytes.
-///
-/// # Errors
-/// RESOURCE_EXHAUSTED when the message inflates past `limit` (compression.md and C-core check the
-/// decompressed size too); INTERNAL for corrupt data.
-pub fn decompress(encoding: Encoding, payload: &[u8], limit: usize) -> Result<Bytes, Status> {
+/// Why a compressed message cannot be read; the caller decides the status.
+#[derive(Debug)]
+pub(crate) enum DecompressError {
+    /// It inflates past the receive limit.
+    TooLarge { limit: usize },
+    /// The data is not valid for its encoding.
+    Corrupt(Encoding, std::io::Error),
+}
+
+/// Decompresses one message payload, reading at most `limit + 1` bytes (compression.md and
+/// C-core bound the decompressed size too).
+pub(crate) fn decompress(
+    encoding: Encoding,
+    payload: &[u8],
+    limit: usize,
+) -> Result<Bytes, DecompressError> {
     let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
     let mut out = Vec::new();
     let read = match encoding {
@@ -74,29 +96,21 @@ pub fn decompress(encoding: Encoding, payload: &[u8], limit: usize) -> Result<By
             .read_to_end(&mut out),
     };
     if let Err(e) = read {
-        return Err(Status::internal(format!(
-            "cannot decompress a {} message: {e}",
-            encoding.as_str()
-        )));
+        return Err(DecompressError::Corrupt(encoding, e));
     }
     if out.len() > limit {
-        return Err(Status::resource_exhausted(format!(
-            "decompressed message larger than max ({limit} bytes)"
-        )));
+        return Err(DecompressError::TooLarge { limit });
     }
     Ok(Bytes::from(out))
 }
 
 /// Appends one compressed, length-prefixed message (flag 1) holding `message` to `buf`.
-///
-/// # Errors
-/// RESOURCE_EXHAUSTED when the compressed message does not fit the 4-byte length or `max_len`.
-pub fn encode_compressed(
+pub(crate) fn encode_compressed(
     encoding: Encoding,
     message: &[u8],
     buf: &mut BytesMut,
     max_len: usize,
-) -> Result<(), Status> {
+) -> Result<(), EncodeError> {
     let start = buf.len();
     buf.put_bytes(0, PREFIX_LEN);
     let writer = buf.split_off(start + PREFIX_LEN).writer();
@@ -109,18 +123,23 @@ pub fn encode_compressed(
             let mut w = write::ZlibEncoder::new(writer, Compression::default());
             w.write_all(message).and_then(|()| w.finish())
         }
-    }
-    .map_err(|e| Status::internal(format!("cannot compress a message: {e}")))?
-    .into_inner();
+    };
+    let body = match body {
+        Ok(writer) => writer.into_inner(),
+        Err(e) => {
+            buf.truncate(start);
+            return Err(EncodeError::Compress(e));
+        }
+    };
     let len = body.len();
-    let len32 = u32::try_from(len)
-        .ok()
-        .filter(|_| len <= max_len)
-        .ok_or_else(|| {
-            Status::resource_exhausted(format!(
-                "compressed message of {len} bytes exceeds the send limit of {max_len} bytes"
-            ))
-        })?;
+    let Some(len32) = u32::try_from(len).ok().filter(|_| len <= max_len) else {
+        buf.truncate(start);
+        return Err(EncodeError::TooLarge {
+            len,
+            limit: max_len,
+            compressed: true,
+        });
+    };
     buf.truncate(start);
     put_prefix(buf, true, len32);
     buf.unsplit(body);
@@ -130,7 +149,7 @@ pub fn encode_compressed(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::grpc::{frame::FrameDecoder, Code};
+    use crate::grpc::frame::FrameDecoder;
 
     #[test]
     fn round_trip_both_encodings() {
@@ -157,7 +176,7 @@ mod tests {
         encode_compressed(Encoding::Gzip, &zeros, &mut buf, usize::MAX).unwrap();
         assert!(buf.len() < 64 * 1024);
         let err = decompress(Encoding::Gzip, &buf[PREFIX_LEN..], 4096).unwrap_err();
-        assert_eq!(err.code(), Code::ResourceExhausted);
+        assert!(matches!(err, DecompressError::TooLarge { limit: 4096 }));
         assert_eq!(
             decompress(Encoding::Gzip, &buf[PREFIX_LEN..], zeros.len())
                 .unwrap()
@@ -169,7 +188,10 @@ mod tests {
     #[test]
     fn corrupt_data_is_internal() {
         let err = decompress(Encoding::Deflate, b"not zlib at all", 1024).unwrap_err();
-        assert_eq!(err.code(), Code::Internal);
+        assert!(matches!(
+            err,
+            DecompressError::Corrupt(Encoding::Deflate, _)
+        ));
     }
 
     #[test]

@@ -13,7 +13,12 @@ use std::{
 use futures_util::stream;
 use tokio::sync::watch;
 
-use crate::grpc::{Request, Response, Router, Status};
+use crate::grpc::{
+    method::{Method, ServerStreaming, Unary},
+    request::{Request, Response},
+    server::Router,
+    status::Status,
+};
 
 /// The generated `grpc.health.v1` messages.
 pub mod pb {
@@ -23,10 +28,12 @@ pub mod pb {
 
 use pb::{health_check_response::ServingStatus, HealthCheckRequest, HealthCheckResponse};
 
-/// Path of the unary check.
-pub const CHECK: &str = "/grpc.health.v1.Health/Check";
-/// Path of the server-streaming watch.
-pub const WATCH: &str = "/grpc.health.v1.Health/Watch";
+/// The unary check.
+pub const CHECK: Method<HealthCheckRequest, HealthCheckResponse, Unary> =
+    Method::unary("/grpc.health.v1.Health/Check");
+/// The server-streaming watch.
+pub const WATCH: Method<HealthCheckRequest, HealthCheckResponse, ServerStreaming> =
+    Method::server_streaming("/grpc.health.v1.Health/Watch");
 
 /// The serving status of each service, shared by the health service and whoever reports.
 #[derive(Clone, Debug)]
@@ -90,11 +97,11 @@ impl HealthReporter {
         let check = self.clone();
         let watch = self.clone();
         Router::new()
-            .unary(CHECK, move |req: Request<HealthCheckRequest>| {
+            .unary(&CHECK, move |req: Request<HealthCheckRequest>| {
                 let reporter = check.clone();
                 async move { reporter.check(&req.message().service) }
             })
-            .server_streaming(WATCH, move |req: Request<HealthCheckRequest>| {
+            .server_streaming(&WATCH, move |req: Request<HealthCheckRequest>| {
                 let reporter = watch.clone();
                 async move { Ok(Response::new(reporter.watch(&req.message().service))) }
             })

@@ -57,7 +57,7 @@ pub(crate) const GRPC_ACCEPT_ENCODING: HeaderName = HeaderName::from_static("grp
 
 /// Header names a user may never set or see as metadata: `te`, `content-type`, `grpc-*`,
 /// connection-specific headers and pseudo-headers.
-pub fn is_reserved(name: &str) -> bool {
+pub(crate) fn is_reserved(name: &str) -> bool {
     // Compared without allocating: this runs for every header of every call.
     let starts_with = |prefix: &str| {
         name.len() >= prefix.len()
@@ -87,7 +87,7 @@ impl Metadata {
 
     /// Like [`Metadata::from_headers`], taking the map: the reserved entries every call carries
     /// are removed in place, so the common case copies nothing.
-    pub fn from_header_map(mut headers: HeaderMap) -> Self {
+    pub(crate) fn from_header_map(mut headers: HeaderMap) -> Self {
         // One pass to find the reserved names (every call has a few: te, content-type,
         // grpc-status ...), then remove just those: no lookups for names that are absent.
         let reserved: Vec<HeaderName> = headers
@@ -196,8 +196,25 @@ impl Metadata {
         self.headers.keys().map(HeaderName::as_str)
     }
 
+    /// Appends every entry of `other` (all values of a repeated key are kept).
+    pub fn extend(&mut self, other: Self) {
+        if self.headers.is_empty() {
+            self.headers = other.headers;
+            return;
+        }
+        let mut name = None;
+        for (key, value) in other.headers {
+            if let Some(key) = key {
+                name = Some(key);
+            }
+            if let Some(name) = &name {
+                self.headers.append(name.clone(), value);
+            }
+        }
+    }
+
     /// Copies every entry into `headers` (appending).
-    pub fn add_to_headers(&self, headers: &mut HeaderMap) {
+    pub(crate) fn append_to(&self, headers: &mut HeaderMap) {
         for (name, value) in &self.headers {
             headers.append(name.clone(), value.clone());
         }
@@ -225,7 +242,7 @@ impl std::error::Error for MetadataError {}
 
 /// Decodes a `-bin` value: split on ',' first, then base64 with or without padding
 /// (GRPC-NOTES §1.4).
-pub fn decode_bin(value: &[u8]) -> Result<Vec<u8>, MetadataError> {
+pub(crate) fn decode_bin(value: &[u8]) -> Result<Vec<u8>, MetadataError> {
     let mut out = Vec::with_capacity(value.len() / 4 * 3 + 3);
     for part in value.split(|&b| b == b',') {
         // Joined duplicates may carry optional whitespace after the comma (RFC 9110 §5.3).
@@ -238,7 +255,7 @@ pub fn decode_bin(value: &[u8]) -> Result<Vec<u8>, MetadataError> {
 }
 
 /// Encodes a `-bin` value: standard alphabet, unpadded.
-pub fn encode_bin(value: &[u8]) -> String {
+pub(crate) fn encode_bin(value: &[u8]) -> String {
     BASE64.encode(value)
 }
 
@@ -422,7 +439,7 @@ mod tests {
         assert_eq!(md.get_bin("x-bin"), None);
         let mut out = HeaderMap::new();
         out.insert("x-id", HeaderValue::from_static("6"));
-        md.add_to_headers(&mut out);
+        md.append_to(&mut out);
         assert_eq!(out.get_all("x-id").iter().count(), 2);
         assert_eq!(md.as_header_map().len(), 3);
     }

@@ -2,11 +2,20 @@
 //! client. It knows nothing of maps.
 //!
 //! ```text
-//! server: TCP -> TLS -> h2 -> server::call (head checks, route, deadline)
-//!         -> recv (FrameDecoder -> codec) -> handler
+//! server: TCP -> TLS -> h2 -> server::head (checks) -> server::route (path -> handler)
+//!         -> server::call (interceptors, deadline, cancel)
+//!         -> recv (FrameDecoder -> codec) -> typed handler
 //!         -> send (codec -> SendStream, within flow control) -> trailers (Status)
-//! client: Channel -> request head -> send -> response head -> recv -> trailers (Status)
+//! client: Channel -> client::call (interceptors, request head) -> send -> response head
+//!         -> recv -> trailers (Status)
 //! ```
+//!
+//! Only what a service needs is public: [`Method`], [`Router`], [`run`], [`ServerConfig`],
+//! [`Channel`], [`Endpoint`], [`Request`], [`Response`], [`Streaming`], [`Status`],
+//! [`Metadata`], the interceptor traits, [`tls`], [`health`] and [`reflection`]. The wire
+//! internals are crate-private; the fuzz targets reach them through `fuzz_bridge`, compiled
+//! only under `cfg(fuzzing)` and for tests (and, for the decode benchmark, with the
+//! `wire-internals` feature).
 //!
 //! | limit | default | why |
 //! | --- | --- | --- |
@@ -16,32 +25,38 @@
 //! | TLS + HTTP/2 handshake | 10 s each | silent peers must not hold slots |
 //! | shutdown grace | 10 s | calls in flight finish, then the rest are cut |
 
-pub mod client;
-pub mod codec;
-pub mod compression;
-pub mod error;
-pub mod frame;
+mod client;
+mod codec;
+mod compression;
+pub(crate) mod error;
+mod frame;
+#[cfg(any(fuzzing, test, feature = "wire-internals"))]
 #[doc(hidden)]
-pub mod fuzzing;
+pub mod fuzz_bridge;
 pub mod health;
-pub mod metadata;
-pub mod recv;
+mod intercept;
+mod log;
+pub(crate) mod metadata;
+mod method;
+mod recv;
 pub mod reflection;
-pub mod request;
+mod request;
 mod send;
-pub mod server;
-pub mod status;
-pub mod timeout;
+mod server;
+mod status;
+mod timeout;
 pub mod tls;
 
-/// The `tracing` target of wire-level events (headers, each message, trailers), all at debug:
-/// enable it with a filter such as `wire=debug`. When it is off each event costs one check.
-pub const WIRE_TARGET: &str = "wire";
-
 pub use client::{Channel, Endpoint};
+pub use compression::Encoding;
 pub use error::Error;
-pub use metadata::Metadata;
+pub use intercept::{
+    BoxFuture, CallHead, CallSummary, ClientCallHead, ClientInterceptor, ServerInterceptor,
+};
+pub use log::WIRE_TARGET;
+pub use metadata::{Metadata, MetadataError};
+pub use method::{BidiStreaming, ClientStreaming, Method, ServerStreaming, Unary};
 pub use recv::Streaming;
-pub use request::{Peer, Request, Response};
-pub use server::{run, Router, ServerConfig, Transport};
+pub use request::{IntoMessage, Outgoing, Peer, Request, Response};
+pub use server::{run, serve_io, Router, ServerConfig, Transport};
 pub use status::{Code, Status};

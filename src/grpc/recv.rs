@@ -1,5 +1,9 @@
-//! Receiving messages: h2 `RecvStream` -> [`FrameDecoder`] -> codec, as a stream of typed
-//! messages; on the client, the trailers that end it become a [`Status`].
+//! Receiving messages: h2 `RecvStream` -> [`FrameDecoder`] -> decompression -> codec, as a
+//! stream of typed messages; on the client, the trailers that end it become a [`Status`].
+//!
+//! Everything but the last step is [`RecvBody`], which is not generic; [`Streaming<T>`] only
+//! adds the prost decode. Faults are described as [`WireError`]s and turned into a status by
+//! `WireError::into_status` for the side (server or client) that reads.
 //!
 //! Flow control: receive capacity is released as each DATA chunk is taken from h2 (hyper's
 //! choice). Memory stays bounded anyway because the next chunk is only pulled once the decoder
@@ -7,14 +11,20 @@
 //! before buffering it.
 
 use std::{
+    fmt,
     future::Future,
     marker::PhantomData,
     pin::Pin,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, OnceLock,
+    },
     task::{ready, Context, Poll},
 };
 
+use bytes::Bytes;
 use futures_core::Stream;
-use h2::{Reason, RecvStream};
+use h2::RecvStream;
 use tokio::{
     task::AbortHandle,
     time::{Instant, Sleep},
@@ -23,15 +33,36 @@ use tokio::{
 use crate::grpc::{
     codec,
     compression::{self, Encoding},
-    frame::{FrameDecoder, FrameError},
+    error::{Side, WireError},
+    frame::FrameDecoder,
+    log::WIRE_TARGET,
     metadata::Metadata,
     status::Status,
-    WIRE_TARGET,
 };
 
-/// A stream of incoming messages of type `T`: a request stream on the server, a response
-/// stream on the client.
-pub struct Streaming<T> {
+/// Messages and payload bytes received, shared with whoever summarises the call.
+#[derive(Debug, Default)]
+pub(crate) struct Counts {
+    pub(crate) messages: AtomicU64,
+    pub(crate) bytes: AtomicU64,
+}
+
+impl Counts {
+    pub(crate) fn add(&self, (messages, bytes): (u64, u64)) {
+        self.messages.fetch_add(messages, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub(crate) fn get(&self) -> (u64, u64) {
+        (
+            self.messages.load(Ordering::Relaxed),
+            self.bytes.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// The untyped receiving half of a call: payloads out, trailers kept.
+pub(crate) struct RecvBody {
     body: RecvStream,
     decoder: FrameDecoder,
     /// The negotiated message encoding, for messages whose compressed flag is set.
@@ -40,9 +71,8 @@ pub struct Streaming<T> {
     state: State,
     trailers: Option<Metadata>,
     deadline: Option<Pin<Box<Sleep>>>,
-    /// A client's request-sending task (bidi), stopped when the responses are dropped.
-    sender: Option<AbortHandle>,
-    _message: PhantomData<fn() -> T>,
+    side: Side,
+    counts: Option<Arc<Counts>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,30 +85,44 @@ enum State {
     Done,
 }
 
-impl<T: prost::Message + Default> Streaming<T> {
+impl RecvBody {
+    /// A server's request body.
     pub(crate) fn server(
         body: RecvStream,
         max_message_size: usize,
         encoding: Option<Encoding>,
+        counts: Option<Arc<Counts>>,
     ) -> Self {
-        Self::new(body, max_message_size, false, None, encoding)
+        let mut recv = Self::new(body, max_message_size, None, encoding, Side::Server);
+        recv.state = State::Body { client: false };
+        recv.counts = counts;
+        recv
     }
 
+    /// A client's response body, ending with trailers.
     pub(crate) fn client(
         body: RecvStream,
         max_message_size: usize,
         deadline: Option<Instant>,
         encoding: Option<Encoding>,
     ) -> Self {
-        Self::new(body, max_message_size, true, deadline, encoding)
+        Self::new(body, max_message_size, deadline, encoding, Side::Client)
+    }
+
+    /// A client-side body already ended by a Trailers-Only OK response.
+    pub(crate) fn trailers_only(body: RecvStream, trailers: Metadata) -> Self {
+        let mut recv = Self::new(body, 0, None, None, Side::Client);
+        recv.state = State::Done;
+        recv.trailers = Some(trailers);
+        recv
     }
 
     fn new(
         body: RecvStream,
         max_message_size: usize,
-        client: bool,
         deadline: Option<Instant>,
         encoding: Option<Encoding>,
+        side: Side,
     ) -> Self {
         Self {
             body,
@@ -86,63 +130,21 @@ impl<T: prost::Message + Default> Streaming<T> {
             decoder: FrameDecoder::new(max_message_size, encoding.is_some()),
             encoding,
             max_message_size,
-            state: State::Body { client },
+            state: State::Body { client: true },
             trailers: None,
             deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
-            sender: None,
-            _message: PhantomData,
+            side,
+            counts: None,
         }
     }
 
-    /// A client-side stream already ended by a Trailers-Only OK response.
-    pub(crate) fn trailers_only(body: RecvStream, trailers: Metadata) -> Self {
-        let mut stream = Self::new(body, 0, true, None, None);
-        stream.state = State::Done;
-        stream.trailers = Some(trailers);
-        stream
+    /// Counts what is received into `counts` from now on.
+    pub(crate) fn count_into(&mut self, counts: Arc<Counts>) {
+        self.counts = Some(counts);
     }
 
-    pub(crate) fn abort_on_drop(&mut self, sender: AbortHandle) {
-        self.sender = Some(sender);
-    }
-
-    /// The next message, `Ok(None)` at a clean end of stream.
-    ///
-    /// # Errors
-    /// The call's failure as a [`Status`]; it is returned once, then the stream ends.
-    pub async fn message(&mut self) -> Result<Option<T>, Status> {
-        std::future::poll_fn(|cx| self.poll_message(cx)).await
-    }
-
-    /// Reads exactly one message and the end of the stream. statuscodes.md: a cardinality
-    /// violation is UNIMPLEMENTED (GRPC-NOTES §1.3); `what` names the side in the message
-    /// ("request" or "response").
-    pub(crate) async fn single(&mut self, what: &str) -> Result<T, Status> {
-        let Some(message) = self.message().await? else {
-            return Err(Status::unimplemented(format!(
-                "expected one {what} message, got none"
-            )));
-        };
-        if self.message().await?.is_some() {
-            return Err(Status::unimplemented(format!(
-                "expected one {what} message, got more"
-            )));
-        }
-        Ok(message)
-    }
-
-    /// Trailer metadata, once a client-side stream has ended.
-    pub fn trailers(&self) -> Option<&Metadata> {
-        self.trailers.as_ref()
-    }
-
-    /// Takes the trailer metadata (empty if the stream has not ended with trailers).
-    pub(crate) fn take_trailers(&mut self) -> Metadata {
-        self.trailers.take().unwrap_or_default()
-    }
-
-    /// Polls for the next message; see [`Streaming::message`].
-    pub fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<T>, Status>> {
+    /// Polls for the next (decompressed) payload, `Ok(None)` at a clean end of stream.
+    fn poll_payload(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, Status>> {
         loop {
             if self.state == State::Done {
                 return Poll::Ready(Ok(None));
@@ -155,26 +157,28 @@ impl<T: prost::Message + Default> Streaming<T> {
             match self.decoder.next_frame() {
                 Ok(Some(frame)) => {
                     tracing::debug!(target: WIRE_TARGET, direction = "recv", size = frame.payload.len(), compressed = frame.compressed, "message");
-                    let payload = match (frame.compressed, self.encoding) {
+                    if let Some(counts) = &self.counts {
+                        counts.messages.fetch_add(1, Ordering::Relaxed);
+                        counts
+                            .bytes
+                            .fetch_add(frame.payload.len() as u64, Ordering::Relaxed);
+                    }
+                    return match (frame.compressed, self.encoding) {
                         (true, Some(encoding)) => {
                             match compression::decompress(
                                 encoding,
                                 &frame.payload,
                                 self.max_message_size,
                             ) {
-                                Ok(payload) => payload,
-                                Err(status) => return self.fail(status),
+                                Ok(payload) => Poll::Ready(Ok(Some(payload))),
+                                Err(e) => self.fail_wire(WireError::Decompress(e)),
                             }
                         }
-                        _ => frame.payload,
-                    };
-                    return match codec::decode(payload) {
-                        Ok(msg) => Poll::Ready(Ok(Some(msg))),
-                        Err(status) => self.fail(status),
+                        _ => Poll::Ready(Ok(Some(frame.payload))),
                     };
                 }
                 Ok(None) => {}
-                Err(e) => return self.fail(status_from_frame_error(e)),
+                Err(e) => return self.fail_wire(WireError::Frame(e)),
             }
             match self.state {
                 State::Body { client } => match ready!(self.body.poll_data(cx)) {
@@ -183,10 +187,10 @@ impl<T: prost::Message + Default> Streaming<T> {
                         let _ = self.body.flow_control().release_capacity(chunk.len());
                         self.decoder.push(chunk);
                     }
-                    Some(Err(e)) => return self.fail(self.status_from_h2(&e)),
+                    Some(Err(e)) => return self.fail_transport(e),
                     None => {
                         if let Err(e) = self.decoder.finish() {
-                            return self.fail(status_from_frame_error(e));
+                            return self.fail_wire(WireError::Frame(e));
                         }
                         self.state = if client { State::Trailers } else { State::Done };
                     }
@@ -200,7 +204,7 @@ impl<T: prost::Message + Default> Streaming<T> {
                                 "server closed the stream without sending trailers",
                             ))
                         }
-                        Err(e) => return self.fail(self.status_from_h2(&e)),
+                        Err(e) => return self.fail_transport(e),
                     };
                     self.state = State::Done;
                     tracing::debug!(target: WIRE_TARGET, ?trailers, "recv trailers");
@@ -216,20 +220,147 @@ impl<T: prost::Message + Default> Streaming<T> {
         }
     }
 
-    /// A stream error as a status: DEADLINE_EXCEEDED once our deadline has passed, since the
-    /// reset may be our own request side reacting to that deadline first.
-    fn status_from_h2(&self, e: &h2::Error) -> Status {
+    /// A stream error: DEADLINE_EXCEEDED once our deadline has passed, since the reset may be
+    /// our own request side reacting to that deadline first.
+    fn fail_transport<T>(&mut self, e: h2::Error) -> Poll<Result<T, Status>> {
         match &self.deadline {
             Some(d) if Instant::now() >= d.deadline() => {
-                Status::deadline_exceeded("deadline exceeded")
+                self.fail(Status::deadline_exceeded("deadline exceeded"))
             }
-            _ => status_from_h2(e),
+            _ => self.fail_wire(WireError::Transport(e)),
         }
     }
 
-    fn fail(&mut self, status: Status) -> Poll<Result<Option<T>, Status>> {
+    fn fail_wire<T>(&mut self, e: WireError) -> Poll<Result<T, Status>> {
+        let status = e.into_status(self.side);
+        self.fail(status)
+    }
+
+    fn fail<T>(&mut self, status: Status) -> Poll<Result<T, Status>> {
         self.state = State::Done;
         Poll::Ready(Err(status))
+    }
+}
+
+/// A client's task that sends the request stream of a call; dropping this stops it, so a
+/// call dropped at any point resets its stream.
+#[derive(Debug)]
+pub(crate) struct RequestSender {
+    task: AbortHandle,
+    /// The failure the task met, if any, which explains a stream it reset.
+    failed: Arc<OnceLock<Status>>,
+}
+
+impl RequestSender {
+    pub(crate) fn new(task: AbortHandle, failed: Arc<OnceLock<Status>>) -> Self {
+        Self { task, failed }
+    }
+
+    /// The sender's own failure, which explains `status` when it reset the stream.
+    pub(crate) fn failure_or(&self, status: Status) -> Status {
+        self.failed.get().cloned().unwrap_or(status)
+    }
+}
+
+impl Drop for RequestSender {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// What a stream calls once it has ended, with how it ended.
+pub(crate) type OnEnd = Box<dyn FnOnce(&Status) + Send>;
+
+/// A stream of incoming messages of type `T`: a request stream on the server, a response
+/// stream on the client.
+pub struct Streaming<T> {
+    recv: RecvBody,
+    /// A client's request-sending task (bidi), stopped when the responses are dropped.
+    sender: Option<RequestSender>,
+    /// Told once how the stream ended (client interceptors).
+    on_end: Option<OnEnd>,
+    _message: PhantomData<fn() -> T>,
+}
+
+impl<T: prost::Message + Default> Streaming<T> {
+    pub(crate) fn new(recv: RecvBody) -> Self {
+        Self {
+            recv,
+            sender: None,
+            on_end: None,
+            _message: PhantomData,
+        }
+    }
+
+    pub(crate) fn sent_by(&mut self, sender: RequestSender) {
+        self.sender = Some(sender);
+    }
+
+    pub(crate) fn on_end(&mut self, f: OnEnd) {
+        self.on_end = Some(f);
+    }
+
+    /// The next message, `Ok(None)` at a clean end of stream.
+    ///
+    /// # Errors
+    /// The call's failure as a [`Status`]; it is returned once, then the stream ends.
+    pub async fn message(&mut self) -> Result<Option<T>, Status> {
+        std::future::poll_fn(|cx| self.poll_message(cx)).await
+    }
+
+    /// Reads exactly one message and the end of the stream (the one message of a unary
+    /// request or response).
+    pub(crate) async fn one_message(&mut self) -> Result<T, Status> {
+        // Whoever waits for the end hears the call's real outcome, cardinality included.
+        let on_end = self.on_end.take();
+        let result = async {
+            let Some(message) = self.message().await? else {
+                return Err(WireError::Cardinality { more: false }.into_status(self.recv.side));
+            };
+            if self.message().await?.is_some() {
+                return Err(WireError::Cardinality { more: true }.into_status(self.recv.side));
+            }
+            Ok(message)
+        }
+        .await;
+        if let Some(on_end) = on_end {
+            on_end(result.as_ref().err().unwrap_or(&Status::ok()));
+        }
+        result
+    }
+
+    /// Trailer metadata, once a client-side stream has ended.
+    pub fn trailers(&self) -> Option<&Metadata> {
+        self.recv.trailers.as_ref()
+    }
+
+    /// Takes the trailer metadata (empty if the stream has not ended with trailers).
+    pub(crate) fn take_trailers(&mut self) -> Metadata {
+        self.recv.trailers.take().unwrap_or_default()
+    }
+
+    /// Polls for the next message; see [`Streaming::message`].
+    pub fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<T>, Status>> {
+        let polled = match ready!(self.recv.poll_payload(cx)) {
+            Ok(Some(payload)) => match codec::decode(payload) {
+                Ok(message) => return Poll::Ready(Ok(Some(message))),
+                Err(e) => {
+                    let status = WireError::Decode(e).into_status(self.recv.side);
+                    self.recv.state = State::Done;
+                    Err(status)
+                }
+            },
+            Ok(_) => Ok(None),
+            // Our own request side may have reset the stream: its reason is the real one.
+            Err(status) => Err(match &self.sender {
+                Some(sender) => sender.failure_or(status),
+                None => status,
+            }),
+        };
+        if let Some(on_end) = self.on_end.take() {
+            on_end(polled.as_ref().err().unwrap_or(&Status::ok()));
+        }
+        Poll::Ready(polled)
     }
 }
 
@@ -243,51 +374,17 @@ impl<T: prost::Message + Default> Stream for Streaming<T> {
 
 impl<T> Drop for Streaming<T> {
     fn drop(&mut self) {
-        if let Some(sender) = &self.sender {
-            sender.abort();
+        if let Some(on_end) = self.on_end.take() {
+            on_end(&Status::cancelled("the response stream was dropped"));
         }
     }
 }
 
-impl<T> std::fmt::Debug for Streaming<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl<T> fmt::Debug for Streaming<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Streaming")
-            .field("state", &self.state)
-            .field("buffered", &self.decoder.buffered())
+            .field("state", &self.recv.state)
+            .field("buffered", &self.recv.decoder.buffered())
             .finish_non_exhaustive()
-    }
-}
-
-/// The one place a framing error becomes a status (GRPC-NOTES §1.3 and §1.6).
-pub(crate) fn status_from_frame_error(e: FrameError) -> Status {
-    match e {
-        FrameError::TooLarge { len, limit } => Status::resource_exhausted(format!(
-            "received message larger than max ({len} vs. {limit})"
-        )),
-        other => Status::internal(other.to_string()),
-    }
-}
-
-/// Maps an h2 stream or connection error to a status (GRPC-NOTES §1.7).
-pub(crate) fn status_from_h2(e: &h2::Error) -> Status {
-    if e.is_io() {
-        return Status::unavailable(format!("connection lost: {e}"));
-    }
-    // A connection error h2 detected itself (the peer sent bytes that are not HTTP/2, such as
-    // a TLS alert to a plaintext client): the connection failed, and open calls get UNAVAILABLE
-    // (GRPC-NOTES §1.1). The table below is for codes the peer sent.
-    if e.is_go_away() && e.is_library() {
-        return Status::unavailable(format!("connection failed: {e}"));
-    }
-    if e.is_go_away() && e.reason() == Some(Reason::NO_ERROR) {
-        return Status::unavailable("the server is going away");
-    }
-    match e.reason() {
-        Some(Reason::REFUSED_STREAM) => Status::unavailable(format!("stream refused: {e}")),
-        Some(Reason::CANCEL) => Status::cancelled(format!("stream cancelled: {e}")),
-        Some(Reason::ENHANCE_YOUR_CALM) => Status::resource_exhausted(format!("{e}")),
-        Some(Reason::INADEQUATE_SECURITY) => Status::permission_denied(format!("{e}")),
-        Some(_) => Status::internal(format!("{e}")),
-        None => Status::unavailable(format!("{e}")),
     }
 }

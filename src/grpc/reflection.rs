@@ -12,7 +12,14 @@ use futures_util::stream;
 use prost::Message as _;
 use prost_types::{DescriptorProto, EnumDescriptorProto, FileDescriptorProto, FileDescriptorSet};
 
-use crate::grpc::{error::Error, Code, Request, Response, Router, Status, Streaming};
+use crate::grpc::{
+    error::Error,
+    method::{BidiStreaming, Method},
+    recv::Streaming,
+    request::{Request, Response},
+    server::Router,
+    status::{Code, Status},
+};
 
 /// The generated `grpc.reflection.v1` messages.
 pub mod pb {
@@ -26,10 +33,12 @@ use pb::{
     ServerReflectionResponse, ServiceResponse,
 };
 
-/// Path of the v1 method.
-pub const V1: &str = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo";
-/// Path of the v1alpha method, still the only one some tools speak.
-pub const V1ALPHA: &str = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo";
+/// The v1 method.
+pub const V1: Method<ServerReflectionRequest, ServerReflectionResponse, BidiStreaming> =
+    Method::bidi_streaming("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo");
+/// The v1alpha method, still the only one some tools speak.
+pub const V1ALPHA: Method<ServerReflectionRequest, ServerReflectionResponse, BidiStreaming> =
+    Method::bidi_streaming("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo");
 
 /// A reflection service over one descriptor set.
 #[derive(Clone, Debug)]
@@ -74,14 +83,20 @@ impl Reflection {
         let v1 = self.clone();
         let v1alpha = self.clone();
         Router::new()
-            .bidi_streaming(V1, move |req| {
-                let reflection = v1.clone();
-                async move { Ok(reflection.serve(req)) }
-            })
-            .bidi_streaming(V1ALPHA, move |req| {
-                let reflection = v1alpha.clone();
-                async move { Ok(reflection.serve(req)) }
-            })
+            .bidi_streaming(
+                &V1,
+                move |req: Request<Streaming<ServerReflectionRequest>>| {
+                    let reflection = v1.clone();
+                    async move { Ok(reflection.serve(req)) }
+                },
+            )
+            .bidi_streaming(
+                &V1ALPHA,
+                move |req: Request<Streaming<ServerReflectionRequest>>| {
+                    let reflection = v1alpha.clone();
+                    async move { Ok(reflection.serve(req)) }
+                },
+            )
     }
 
     fn serve(

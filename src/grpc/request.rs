@@ -15,6 +15,15 @@ pub struct Peer {
     pub subject: Option<String>,
 }
 
+/// What a server-side request carries besides its message.
+#[derive(Debug)]
+pub(crate) struct RequestHead {
+    pub(crate) metadata: Metadata,
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) peer: Arc<Peer>,
+    pub(crate) encoding: Option<Encoding>,
+}
+
 /// A request message with its metadata and, on the server, its deadline and peer.
 #[derive(Debug)]
 pub struct Request<T> {
@@ -39,20 +48,14 @@ impl<T> Request<T> {
         }
     }
 
-    pub(crate) fn from_server(
-        message: T,
-        metadata: Metadata,
-        deadline: Option<Instant>,
-        peer: Arc<Peer>,
-        compression: Option<Encoding>,
-    ) -> Self {
+    pub(crate) fn from_server(message: T, head: RequestHead) -> Self {
         Self {
             message,
-            metadata,
+            metadata: head.metadata,
             timeout: None,
-            deadline,
-            peer: Some(peer),
-            compression,
+            deadline: head.deadline,
+            peer: Some(head.peer),
+            compression: head.encoding,
         }
     }
 
@@ -70,6 +73,10 @@ impl<T> Request<T> {
     /// Sets the client-side timeout: sent as `grpc-timeout` and enforced locally.
     pub fn set_timeout(&mut self, timeout: Duration) {
         self.timeout = Some(timeout);
+    }
+
+    pub(crate) fn set_timeout_opt(&mut self, timeout: Option<Duration>) {
+        self.timeout = timeout;
     }
 
     /// Builder form of [`Request::set_timeout`].
@@ -206,12 +213,68 @@ impl<T> Response<T> {
         self.message
     }
 
-    pub(crate) fn into_parts_with_compression(self) -> (T, Metadata, Metadata, Option<Encoding>) {
-        (self.message, self.metadata, self.trailers, self.compression)
+    /// Replaces the message (or stream), keeping metadata, trailers and compression.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Response<U> {
+        Response {
+            message: f(self.message),
+            metadata: self.metadata,
+            trailers: self.trailers,
+            compression: self.compression,
+        }
     }
 
     /// Splits into message, header metadata and trailer metadata.
     pub fn into_parts(self) -> (T, Metadata, Metadata) {
         (self.message, self.metadata, self.trailers)
+    }
+}
+
+/// A message that chooses its own compression, for streams that decide per message (the
+/// interop `server_compressed_streaming` case). A stream may yield plain messages, which use
+/// the call's setting, or `Outgoing` values.
+///
+/// Compression still needs an encoding: on the server the one set with
+/// [`Response::set_compression`] and accepted by the client, on the client the call's or the
+/// endpoint's. Without one, `Outgoing::compressed` messages go out uncompressed.
+#[derive(Debug, Clone)]
+pub struct Outgoing<M> {
+    message: M,
+    compress: bool,
+}
+
+impl<M> Outgoing<M> {
+    /// A message sent compressed (when an encoding is in force).
+    pub fn compressed(message: M) -> Self {
+        Self {
+            message,
+            compress: true,
+        }
+    }
+
+    /// A message sent uncompressed whatever the call's setting.
+    pub fn uncompressed(message: M) -> Self {
+        Self {
+            message,
+            compress: false,
+        }
+    }
+}
+
+/// What a message stream may yield: a message `M` (compressed as the call says) or an
+/// [`Outgoing<M>`] (compressed as it says).
+pub trait IntoMessage<M>: Send {
+    /// The message and its compression choice (`None`: the call's).
+    fn into_message(self) -> (M, Option<bool>);
+}
+
+impl<M: prost::Message> IntoMessage<M> for M {
+    fn into_message(self) -> (M, Option<bool>) {
+        (self, None)
+    }
+}
+
+impl<M: prost::Message> IntoMessage<M> for Outgoing<M> {
+    fn into_message(self) -> (M, Option<bool>) {
+        (self.message, Some(self.compress))
     }
 }

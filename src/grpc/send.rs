@@ -8,10 +8,12 @@
 //!
 //! Messages that are ready at once are encoded back to back into one buffer and go out as one
 //! DATA frame; the buffer is flushed as soon as the source would wait, so streaming latency does
-//! not suffer.
+//! not suffer. The source is a [`MessageSource`]: the one place a typed stream is erased, one
+//! virtual call per message and no allocation.
 
 use std::{
     future::Future,
+    marker::PhantomData,
     pin::Pin,
     task::{Context, Poll},
 };
@@ -24,33 +26,130 @@ use tokio::time::Sleep;
 use crate::grpc::{
     codec,
     compression::{self, Encoding},
+    error::{Side, WireError},
     frame::PREFIX_LEN,
+    log::WIRE_TARGET,
+    request::IntoMessage,
     status::Status,
-    WIRE_TARGET,
 };
 
 /// Stop filling the buffer at this size and write it out: large enough to amortise DATA
 /// frames (h2 splits it into max-frame-size pieces), small enough to bound memory per stream.
 const HIGH_WATER: usize = 64 * 1024;
 
+/// Encodes messages into the outgoing buffer, counting them.
+#[derive(Debug)]
+pub(crate) struct Encoder {
+    buf: BytesMut,
+    max_message_size: usize,
+    /// The negotiated encoding, and whether messages use it unless they say otherwise.
+    encoding: Option<Encoding>,
+    compress_by_default: bool,
+    /// Reused for the uncompressed form of a message that is compressed.
+    scratch: Vec<u8>,
+    side: Side,
+    pub(crate) messages: u64,
+    pub(crate) bytes: u64,
+}
+
+impl Encoder {
+    /// Encodes one message into the buffer (not yet sent). `compress` is the message's own
+    /// choice; `None` takes the call's.
+    pub(crate) fn encode<M: prost::Message>(
+        &mut self,
+        msg: &M,
+        compress: Option<bool>,
+    ) -> Result<(), Status> {
+        let before = self.buf.len();
+        let encoding = self
+            .encoding
+            .filter(|_| compress.unwrap_or(self.compress_by_default));
+        match encoding {
+            None => codec::encode(msg, &mut self.buf, self.max_message_size),
+            Some(encoding) => {
+                self.scratch.clear();
+                msg.encode_raw(&mut self.scratch);
+                compression::encode_compressed(
+                    encoding,
+                    &self.scratch,
+                    &mut self.buf,
+                    self.max_message_size,
+                )
+            }
+        }
+        .map_err(|e| WireError::Encode(e).into_status(self.side))?;
+        let size = self.buf.len() - before - PREFIX_LEN;
+        self.messages += 1;
+        self.bytes += size as u64;
+        tracing::debug!(target: WIRE_TARGET, direction = "send", size, compressed = encoding.is_some(), "message");
+        Ok(())
+    }
+}
+
+/// A typed message stream with its type erased: each poll encodes at most one message.
+pub(crate) trait MessageSource: Send {
+    /// Encodes the next message into `encoder`; `None` at the end, `Err` for the stream's own
+    /// failure or an encoding fault.
+    fn poll_encode(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        encoder: &mut Encoder,
+    ) -> Poll<Option<Result<(), Status>>>;
+}
+
+pin_project_lite::pin_project! {
+    /// A typed stream of messages as a [`MessageSource`].
+    pub(crate) struct Source<S, M> {
+        #[pin]
+        stream: S,
+        _message: PhantomData<fn() -> M>,
+    }
+}
+
+impl<S, M> Source<S, M> {
+    pub(crate) fn new(stream: S) -> Self {
+        Self {
+            stream,
+            _message: PhantomData,
+        }
+    }
+}
+
+impl<S, T, M> MessageSource for Source<S, M>
+where
+    S: Stream<Item = Result<T, Status>> + Send,
+    T: IntoMessage<M>,
+    M: prost::Message,
+{
+    fn poll_encode(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        encoder: &mut Encoder,
+    ) -> Poll<Option<Result<(), Status>>> {
+        self.project().stream.poll_next(cx).map(|item| {
+            item.map(|item| {
+                let (message, compress) = item?.into_message();
+                encoder.encode(&message, compress)
+            })
+        })
+    }
+}
+
 /// A send half with its outgoing message buffer.
 #[derive(Debug)]
 pub(crate) struct MessageSink {
     stream: SendStream<Bytes>,
-    buf: BytesMut,
-    max_message_size: usize,
-    /// Compress every message with this encoding (negotiated by the caller).
-    encoding: Option<Encoding>,
-    /// Reused for the uncompressed form of a message that is compressed.
-    scratch: Vec<u8>,
+    encoder: Encoder,
 }
 
 /// How piping a message source into a sink ended.
 #[derive(Debug)]
 pub(crate) enum PipeEnd {
-    /// The source ended (OK) or failed with this status; everything it produced was handed to
-    /// h2.
-    Finished(Status),
+    /// The source ended; everything it produced was handed to h2.
+    Finished,
+    /// The source failed (its own status, or an encoding fault); everything before the
+    /// failure was handed to h2.
+    Failed(Status),
     /// The peer reset the stream (a client cancel).
     Reset(Reason),
     /// The deadline passed first.
@@ -60,57 +159,46 @@ pub(crate) enum PipeEnd {
 }
 
 impl MessageSink {
-    pub(crate) fn new(stream: SendStream<Bytes>, max_message_size: usize) -> Self {
+    /// A sink for `side` that compresses with `encoding` (when given) every message that does
+    /// not say otherwise, when `compress_by_default`.
+    pub(crate) fn new(
+        stream: SendStream<Bytes>,
+        side: Side,
+        max_message_size: usize,
+        encoding: Option<Encoding>,
+        compress_by_default: bool,
+    ) -> Self {
         Self {
             stream,
-            buf: BytesMut::new(),
-            max_message_size,
-            encoding: None,
-            scratch: Vec::new(),
+            encoder: Encoder {
+                buf: BytesMut::new(),
+                max_message_size,
+                encoding,
+                compress_by_default,
+                scratch: Vec::new(),
+                side,
+                messages: 0,
+                bytes: 0,
+            },
         }
     }
 
-    /// Compresses every message from now on.
-    pub(crate) fn compress_with(&mut self, encoding: Option<Encoding>) {
-        self.encoding = encoding;
-    }
-
-    /// Encodes one message into the outgoing buffer (not yet sent).
-    pub(crate) fn encode<M: prost::Message>(&mut self, msg: &M) -> Result<(), Status> {
-        let before = self.buf.len();
-        match self.encoding {
-            None => codec::encode(msg, &mut self.buf, self.max_message_size)?,
-            Some(encoding) => {
-                self.scratch.clear();
-                msg.encode(&mut self.scratch)
-                    .map_err(|e| Status::internal(format!("cannot encode a message: {e}")))?;
-                compression::encode_compressed(
-                    encoding,
-                    &self.scratch,
-                    &mut self.buf,
-                    self.max_message_size,
-                )?;
-            }
-        }
-        tracing::debug!(target: WIRE_TARGET, direction = "send", size = self.buf.len() - before - PREFIX_LEN, compressed = self.encoding.is_some(), "message");
-        Ok(())
+    /// Messages and payload bytes encoded so far.
+    pub(crate) fn counts(&self) -> (u64, u64) {
+        (self.encoder.messages, self.encoder.bytes)
     }
 
     /// Bytes encoded but not yet handed to h2.
     pub(crate) fn buffered(&self) -> usize {
-        self.buf.len()
-    }
-
-    /// Polls for a peer reset of this stream.
-    pub(crate) fn poll_reset(&mut self, cx: &mut Context<'_>) -> Poll<Result<Reason, h2::Error>> {
-        self.stream.poll_reset(cx)
+        self.encoder.buf.len()
     }
 
     /// Hands buffered bytes to h2 as capacity is granted; ready when the buffer is empty.
-    pub(crate) fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), h2::Error>> {
-        while !self.buf.is_empty() {
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), h2::Error>> {
+        let buf = &mut self.encoder.buf;
+        while !buf.is_empty() {
             if self.stream.capacity() == 0 {
-                self.stream.reserve_capacity(self.buf.len());
+                self.stream.reserve_capacity(buf.len());
                 match self.stream.poll_capacity(cx) {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(Some(Ok(_))) => {}
@@ -124,8 +212,8 @@ impl MessageSink {
                     continue;
                 }
             }
-            let n = self.stream.capacity().min(self.buf.len());
-            let chunk = self.buf.split_to(n).freeze();
+            let n = self.stream.capacity().min(buf.len());
+            let chunk = buf.split_to(n).freeze();
             self.stream.send_data(chunk, false)?;
         }
         Poll::Ready(Ok(()))
@@ -133,18 +221,14 @@ impl MessageSink {
 
     /// Encodes what `source` yields and sends it, until it ends, the peer resets, the deadline
     /// passes or h2 fails.
-    pub(crate) async fn pipe<M, S>(
+    pub(crate) async fn pipe(
         &mut self,
-        mut source: Pin<&mut S>,
+        mut source: Pin<&mut dyn MessageSource>,
         mut deadline: Option<Pin<&mut Sleep>>,
-    ) -> PipeEnd
-    where
-        M: prost::Message,
-        S: Stream<Item = Result<M, Status>> + ?Sized,
-    {
-        let mut finished: Option<Status> = None;
+    ) -> PipeEnd {
+        let mut finished: Option<PipeEnd> = None;
         std::future::poll_fn(|cx| loop {
-            if let Poll::Ready(reset) = self.poll_reset(cx) {
+            if let Poll::Ready(reset) = self.stream.poll_reset(cx) {
                 return Poll::Ready(match reset {
                     Ok(reason) => PipeEnd::Reset(reason),
                     Err(e) => PipeEnd::SendFailed(e),
@@ -156,15 +240,11 @@ impl MessageSink {
                 }
             }
             let mut source_pending = false;
-            while finished.is_none() && self.buf.len() < HIGH_WATER {
-                match source.as_mut().poll_next(cx) {
-                    Poll::Ready(Some(Ok(msg))) => {
-                        if let Err(status) = self.encode(&msg) {
-                            finished = Some(status);
-                        }
-                    }
-                    Poll::Ready(Some(Err(status))) => finished = Some(status),
-                    Poll::Ready(None) => finished = Some(Status::ok()),
+            while finished.is_none() && self.encoder.buf.len() < HIGH_WATER {
+                match source.as_mut().poll_encode(cx, &mut self.encoder) {
+                    Poll::Ready(Some(Ok(()))) => {}
+                    Poll::Ready(Some(Err(e))) => finished = Some(PipeEnd::Failed(e)),
+                    Poll::Ready(None) => finished = Some(PipeEnd::Finished),
                     Poll::Pending => {
                         source_pending = true;
                         break;
@@ -176,14 +256,27 @@ impl MessageSink {
                 Poll::Ready(Err(e)) => return Poll::Ready(PipeEnd::SendFailed(e)),
                 Poll::Pending => return Poll::Pending,
             }
-            if let Some(status) = finished.take() {
-                return Poll::Ready(PipeEnd::Finished(status));
+            if let Some(end) = finished.take() {
+                return Poll::Ready(end);
             }
             if source_pending {
                 return Poll::Pending;
             }
         })
         .await
+    }
+
+    /// Sends one message and END_STREAM (a unary or server-streaming request). One message of
+    /// known size: h2 may buffer it whole while the window opens, which costs no more than the
+    /// message we already hold.
+    pub(crate) fn send_last<M: prost::Message>(
+        &mut self,
+        message: &M,
+        compress: Option<bool>,
+    ) -> Result<Result<(), h2::Error>, Status> {
+        self.encoder.encode(message, compress)?;
+        let data = self.encoder.buf.split().freeze();
+        Ok(self.stream.send_data(data, true))
     }
 
     /// Ends the stream with trailers; gives unused capacity back first.
@@ -193,7 +286,7 @@ impl MessageSink {
     }
 
     /// Ends a request stream (client side): an empty DATA frame with END_STREAM.
-    pub(crate) fn finish(mut self) -> Result<(), h2::Error> {
+    pub(crate) fn end_stream(mut self) -> Result<(), h2::Error> {
         self.stream.reserve_capacity(0);
         self.stream.send_data(Bytes::new(), true)
     }

@@ -14,7 +14,7 @@ use crate::grpc::metadata;
 
 /// Cap on the `grpc-message` text in bytes, so trailers stay well under 8 KiB: the message is
 /// often sent twice, once more inside the details (GRPC-NOTES §1.5).
-pub const MAX_MESSAGE_BYTES: usize = 1024;
+pub(crate) const MAX_MESSAGE_BYTES: usize = 1024;
 
 const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
@@ -274,7 +274,7 @@ impl Status {
     /// Inserts grpc-status, grpc-message (percent-encoded, capped at MAX_MESSAGE_BYTES on a
     /// char boundary, omitted when empty) and grpc-status-details-bin (base64 unpadded, omitted
     /// when empty) into a trailer/header map, replacing any existing values.
-    pub fn add_to_headers(&self, headers: &mut HeaderMap) {
+    pub(crate) fn write_headers(&self, headers: &mut HeaderMap) {
         // Every call ends here, so the common case (a fresh map) skips the removals and the
         // code's decimal form is a static value rather than a formatted allocation.
         const DECIMAL: [&str; 17] = [
@@ -305,7 +305,7 @@ impl Status {
 
     /// The status carried by a header or trailer map; None when there is no grpc-status.
     /// Lenient: bad percent-encoding kept literally, bad base64 details dropped; never fails.
-    pub fn from_headers(headers: &HeaderMap) -> Option<Self> {
+    pub(crate) fn from_headers(headers: &HeaderMap) -> Option<Self> {
         let code = Code::from_bytes(headers.get(GRPC_STATUS)?.as_bytes());
         // "Decoders must be lenient and never drop the message" (GRPC-NOTES §1.5).
         let message = headers
@@ -322,20 +322,20 @@ impl Status {
     }
 
     /// Trailers-Only response head: :status 200, content-type application/grpc, the status.
-    pub fn to_trailers_only(&self) -> http::Response<()> {
+    pub(crate) fn to_trailers_only(&self) -> http::Response<()> {
         // Trailers-Only must carry :status and content-type (GRPC-NOTES §1.5).
         let mut response = http::Response::new(());
         *response.status_mut() = http::StatusCode::OK;
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, APPLICATION_GRPC);
-        self.add_to_headers(headers);
+        self.write_headers(headers);
         response
     }
 
     /// Client mapping of an HTTP status with no grpc-status (GRPC-NOTES §1.6):
     /// 400->INTERNAL, 401->UNAUTHENTICATED, 403->PERMISSION_DENIED, 404->UNIMPLEMENTED,
     /// 429/502/503/504->UNAVAILABLE, 431->INTERNAL, else UNKNOWN; message names the HTTP status.
-    pub fn from_http_status(status: http::StatusCode) -> Self {
+    pub(crate) fn from_http_status(status: http::StatusCode) -> Self {
         // Table from http-grpc-status-mapping.md.
         let code = match status.as_u16() {
             400 | 431 => Code::Internal,
@@ -368,7 +368,7 @@ impl fmt::Display for Status {
 impl std::error::Error for Status {}
 
 /// Percent-encodes a `grpc-message`: bytes outside 0x20..=0x7E and '%' become %XX uppercase.
-pub fn percent_encode(message: &str) -> String {
+pub(crate) fn percent_encode(message: &str) -> String {
     // PROTOCOL-HTTP2.md: "Percent-Encoded ... any byte outside %x20-%x7E, and %, as %XX".
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let mut out = String::with_capacity(message.len());
@@ -386,7 +386,7 @@ pub fn percent_encode(message: &str) -> String {
 
 /// Decodes a `grpc-message` leniently: a bad `%` escape is kept literally, invalid UTF-8 is
 /// replaced lossily.
-pub fn percent_decode(value: &[u8]) -> String {
+pub(crate) fn percent_decode(value: &[u8]) -> String {
     // PROTOCOL-HTTP2.md asks decoders to accept bad encodings rather than fail the call.
     let mut out = Vec::with_capacity(value.len());
     let mut i = 0;
@@ -428,7 +428,8 @@ fn hex_val(b: u8) -> Option<u8> {
     }
 }
 
-/// Truncation used by `add_to_headers`, exposed for the fuzz round trip.
+/// Truncation used by `write_headers`, exposed for the fuzz round trip.
+#[cfg(any(fuzzing, test))]
 pub(crate) fn capped_message(message: &str) -> &str {
     truncate(message, MAX_MESSAGE_BYTES)
 }
@@ -498,12 +499,12 @@ mod tests {
 
     // GRPC-NOTES §1.5: grpc-status always present (even OK); empty message/details omitted.
     #[test]
-    fn add_to_headers_ok_and_replace() {
+    fn write_headers_ok_and_replace() {
         let mut h = HeaderMap::new();
         h.insert(GRPC_MESSAGE, HeaderValue::from_static("stale"));
         h.append(GRPC_STATUS, HeaderValue::from_static("13"));
         h.append(GRPC_STATUS, HeaderValue::from_static("14"));
-        Status::ok().add_to_headers(&mut h);
+        Status::ok().write_headers(&mut h);
         assert_eq!(h.get_all(GRPC_STATUS).iter().count(), 1);
         assert_eq!(h.get(GRPC_STATUS).unwrap(), "0");
         assert!(h.get(GRPC_MESSAGE).is_none());
@@ -516,7 +517,7 @@ mod tests {
     fn message_is_capped_on_char_boundary() {
         let msg = format!("{}☺☺", "a".repeat(MAX_MESSAGE_BYTES - 2));
         let mut h = HeaderMap::new();
-        Status::internal(msg).add_to_headers(&mut h);
+        Status::internal(msg).write_headers(&mut h);
         let back = Status::from_headers(&h).unwrap();
         assert_eq!(back.message(), "a".repeat(MAX_MESSAGE_BYTES - 2));
     }
@@ -526,7 +527,7 @@ mod tests {
     fn details_round_trip_and_padding() {
         let s = Status::not_found("nope").with_details(Bytes::from_static(b"\x08\x05"));
         let mut h = HeaderMap::new();
-        s.add_to_headers(&mut h);
+        s.write_headers(&mut h);
         assert_eq!(h.get(GRPC_STATUS_DETAILS_BIN).unwrap(), "CAU");
         assert_eq!(Status::from_headers(&h), Some(s.clone()));
         h.insert(GRPC_STATUS_DETAILS_BIN, HeaderValue::from_static("CAU="));
@@ -609,7 +610,7 @@ mod tests {
             let s = Status::new(Code::from_i32(code), msg.clone())
                 .with_details(Bytes::from(details));
             let mut h = HeaderMap::new();
-            s.add_to_headers(&mut h);
+            s.write_headers(&mut h);
             let back = Status::from_headers(&h).unwrap();
             prop_assert_eq!(back.code(), s.code());
             prop_assert_eq!(back.message(), capped_message(&msg));

@@ -132,8 +132,7 @@ pub fn server_config(
             Error::tls("the server certificate and key do not form a valid identity").with(e)
         })?;
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
-    // Honours SSLKEYLOGFILE (and does nothing without it), so a capture can be decrypted.
-    config.key_log = Arc::new(rustls::KeyLogFile::new());
+    // No key log here: that is the program's choice (ServerConfig::tls_key_log).
     Ok(Arc::new(config))
 }
 
@@ -158,12 +157,11 @@ pub fn client_config(
         None => builder.with_no_client_auth(),
     };
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
-    config.key_log = Arc::new(rustls::KeyLogFile::new());
     Ok(Arc::new(config))
 }
 
 /// The subject of a DER certificate, as an RFC 4514-style string ("CN=satellite-client").
-pub fn subject_of(der: &[u8]) -> Option<String> {
+pub(crate) fn subject_of(der: &[u8]) -> Option<String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     Some(cert.subject().to_string())
 }

@@ -100,7 +100,7 @@ struct ServeArgs {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=4_194_000))]
     img_bytes: u64,
     /// Seconds calls in flight may take to finish after Ctrl-C or SIGTERM.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = defaults().shutdown_grace.as_secs())]
     grace: u64,
     /// Also serve the health service alone, in plaintext, on this port of the same address
     /// (for probes that cannot present a client certificate, such as Kubernetes').
@@ -109,6 +109,10 @@ struct ServeArgs {
     /// A name for this replica, sent back as the `x-satellite-instance` response header.
     #[arg(long)]
     instance: Option<String>,
+    /// Benchmarks only: run every call through one interceptor that does nothing, to measure
+    /// what the interceptor path costs.
+    #[arg(long, hide = true)]
+    bench_noop_interceptor: bool,
     #[command(flatten)]
     limits: LimitArgs,
 }
@@ -117,32 +121,70 @@ struct ServeArgs {
 #[derive(Debug, Args)]
 struct LimitArgs {
     /// Open connections at once; more wait in the kernel's backlog.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = defaults().max_connections)]
     max_connections: usize,
     /// Concurrent streams (calls) per connection, advertised in SETTINGS.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = defaults().max_concurrent_streams)]
     max_concurrent_streams: u32,
     /// Largest message accepted or sent, in bytes.
-    #[arg(long, default_value_t = 4 * 1024 * 1024)]
+    #[arg(long, default_value_t = defaults().max_recv_message_size)]
     max_message_size: usize,
     /// Seconds allowed for the TLS handshake and the HTTP/2 preface.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = defaults().handshake_timeout.as_secs())]
     handshake_timeout: u64,
     /// Seconds between keepalive pings on a connection (0 disables).
-    #[arg(long, default_value_t = 7200)]
+    #[arg(long, default_value_t = secs_or_zero(defaults().keepalive_interval))]
     keepalive_interval: u64,
     /// Seconds to wait for a keepalive ping's answer before closing.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = defaults().keepalive_timeout.as_secs())]
     keepalive_timeout: u64,
     /// Close connections with no call for this many seconds (0: never).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = secs_or_zero(defaults().max_connection_idle))]
     max_connection_idle: u64,
     /// Close connections after this many seconds, +-10 % jitter (0: never).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = secs_or_zero(defaults().max_connection_age))]
     max_connection_age: u64,
     /// Seconds calls in flight may take after an idle or age GOAWAY.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = defaults().max_connection_age_grace.as_secs())]
     max_connection_age_grace: u64,
+}
+
+/// An interceptor that lets every call through (`serve --bench-noop-interceptor`).
+struct Noop;
+
+impl grpc::ServerInterceptor for Noop {
+    fn before<'a>(
+        &'a self,
+        _head: &'a mut grpc::CallHead,
+    ) -> grpc::BoxFuture<'a, Result<(), Status>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+/// The runtime's defaults, which the flags above show and start from.
+fn defaults() -> ServerConfig {
+    ServerConfig::new(Transport::Plaintext)
+}
+
+/// A setting that may be off, as the flags take it: seconds, 0 for off.
+fn secs_or_zero(d: Option<Duration>) -> u64 {
+    d.map_or(0, |d| d.as_secs())
+}
+
+/// Whether to log TLS secrets: only when `SSLKEYLOGFILE` is set, and then said on stderr, so
+/// that nobody's traffic becomes readable unnoticed.
+fn tls_key_log() -> bool {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    let Some(path) = std::env::var_os("SSLKEYLOGFILE") else {
+        return false;
+    };
+    SAID.call_once(|| {
+        eprintln!(
+            "satellite: SSLKEYLOGFILE is set: TLS secrets are written to {}",
+            path.to_string_lossy()
+        );
+    });
+    true
 }
 
 impl LimitArgs {
@@ -343,6 +385,7 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         .map_err(|e| setup(&format!("cannot listen on {}", args.addr), e))?;
     let mut config = ServerConfig::new(transport);
     config.shutdown_grace = Duration::from_secs(args.grace);
+    config.tls_key_log = tls_key_log();
     args.limits.apply(&mut config);
     config
         .validate()
@@ -361,10 +404,13 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         ],
     )
     .map_err(|e| setup("reflection", e))?;
-    let router = service
+    let mut router = service
         .router()
         .merge(health.router())
         .merge(reflection.router());
+    if args.bench_noop_interceptor {
+        router = router.intercept(Noop);
+    }
 
     // One signal stops both listeners; health turns NOT_SERVING first so that probes and load
     // balancers stop sending before the GOAWAY.
@@ -487,6 +533,7 @@ fn client_of(args: &ClientArgs) -> Result<(SatelliteClient, CallOptions), Failur
     if let Some(name) = &args.server_name {
         endpoint = endpoint.server_name(name.clone());
     }
+    let endpoint = endpoint.tls_key_log(!args.tls.plaintext && tls_key_log());
     let channel = Channel::lazy(endpoint).map_err(|e| setup("--addr", e))?;
     let mut metadata = Metadata::new();
     for pair in &args.metadata {
@@ -622,14 +669,11 @@ async fn demo(args: DemoArgs) -> Result<(), Failure> {
         },
     );
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(grpc::run(
-        listener,
-        ServerConfig::new(transport),
-        service.router(),
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let mut config = ServerConfig::new(transport);
+    config.tls_key_log = tls_key_log();
+    let server = tokio::spawn(grpc::run(listener, config, service.router(), async {
+        let _ = stopped.await;
+    }));
     println!(
         "satellite demo: server on {addr} with mutual TLS (certificates in {})",
         display(&files.ca_cert)

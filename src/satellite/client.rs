@@ -36,7 +36,7 @@ impl SatelliteClient {
     /// The call's status (OUT_OF_RANGE off the map, UNAVAILABLE without a server, ...).
     pub async fn get_image(&self, x: i32, y: i32, options: &CallOptions) -> Result<Image, Status> {
         let request = request(Location { x, y }, options);
-        Ok(self.channel.unary(GET_IMAGE, request).await?.into_inner())
+        Ok(self.channel.unary(&GET_IMAGE, request).await?.into_inner())
     }
 
     /// `GetImages`: the cells of an inclusive area, streamed in reading order.
@@ -56,7 +56,7 @@ impl SatelliteClient {
         };
         let response = self
             .channel
-            .server_streaming(GET_IMAGES, request(area, options))
+            .server_streaming(&GET_IMAGES, request(area, options))
             .await?;
         Ok(response.into_inner())
     }

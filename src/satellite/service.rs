@@ -18,14 +18,18 @@ use crate::app::{
     map::{AreaError, Cells, Map},
     pb::{Area, Image, Location},
 };
-use crate::grpc::{metadata::MetadataError, Metadata, Request, Response, Router, Status};
+use crate::grpc::{
+    Metadata, MetadataError, Method, Request, Response, Router, ServerStreaming, Status, Unary,
+};
 
 /// The service's full name, as health checks and reflection list it.
 pub const SERVICE_NAME: &str = "satellite.Satellite";
-/// Full path of the unary method; stock clients hard-code it.
-pub const GET_IMAGE: &str = "/satellite.Satellite/GetImage";
-/// Full path of the server-streaming method.
-pub const GET_IMAGES: &str = "/satellite.Satellite/GetImages";
+/// `GetImage`, the unary method; stock clients hard-code its path.
+pub const GET_IMAGE: Method<Location, Image, Unary> =
+    Method::unary("/satellite.Satellite/GetImage");
+/// `GetImages`, the server-streaming method.
+pub const GET_IMAGES: Method<Area, Image, ServerStreaming> =
+    Method::server_streaming("/satellite.Satellite/GetImages");
 
 /// How the service shapes its answers (for demos and load tests).
 #[derive(Clone, Debug, Default)]
@@ -38,6 +42,17 @@ pub struct ServiceOptions {
 
 /// Response header naming the replica that answered (see [`ServiceOptions::instance`]).
 pub const INSTANCE_HEADER: &str = "x-satellite-instance";
+
+/// Every byte value once, in order: the one-byte images.
+static ONE_BYTE_IMAGES: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        table[i] = i as u8;
+        i += 1;
+    }
+    table
+};
 
 /// The map service.
 #[derive(Clone)]
@@ -58,11 +73,15 @@ impl MapService {
     /// A service over `map` (already scaled, if scaling is wanted).
     pub fn new(map: Map, options: &ServiceOptions) -> Self {
         let len = options.img_bytes.max(1);
-        // Static images: cloning a static `Bytes` is a copy of two words, where a shared one
-        // costs an atomic increment and decrement per message (measurable at millions of
-        // images a second). The table is leaked once per service, 256 x `img_bytes` bytes.
+        // One-byte images are slices of a static table: cloning a static `Bytes` is a copy of
+        // two words, where a shared one costs an atomic increment and decrement per message
+        // (measurable at millions of images a second). Larger images are shared buffers, whose
+        // copy into the response dwarfs that.
         let images = (0..=u8::MAX)
-            .map(|b| Bytes::from_static(Box::leak(vec![b; len].into_boxed_slice())))
+            .map(|b| match len {
+                1 => Bytes::from_static(&ONE_BYTE_IMAGES[usize::from(b)..=usize::from(b)]),
+                _ => Bytes::from(vec![b; len]),
+            })
             .collect();
         Self {
             inner: Arc::new(Inner {
@@ -110,11 +129,11 @@ impl MapService {
         let unary = self.clone();
         let streaming = self.clone();
         Router::new()
-            .unary(GET_IMAGE, move |req| {
+            .unary(&GET_IMAGE, move |req| {
                 let svc = unary.clone();
                 async move { svc.get_image(req) }
             })
-            .server_streaming(GET_IMAGES, move |req| {
+            .server_streaming(&GET_IMAGES, move |req| {
                 let svc = streaming.clone();
                 async move { svc.get_images(req) }
             })
@@ -125,34 +144,17 @@ impl MapService {
     /// # Errors
     /// OUT_OF_RANGE naming the location and the map size.
     pub fn get_image(&self, request: Request<Location>) -> Result<Response<Image>, Status> {
-        let started = Instant::now();
         let Location { x, y } = *request.message();
-        let result = self.inner.map.locate(x, y).map(|cell| Image {
+        let cell = self
+            .inner
+            .map
+            .locate(x, y)
+            .map_err(|e| Status::out_of_range(e.to_string()))?;
+        Ok(self.response(Image {
             x,
             y,
             img: self.inner.images[usize::from(cell)].clone(),
-        });
-        match &result {
-            Ok(_) => log_call(
-                &request,
-                "GetImage",
-                format_args!("({x}, {y})"),
-                format_args!("OK"),
-                started,
-                false,
-            ),
-            Err(e) => log_call(
-                &request,
-                "GetImage",
-                format_args!("({x}, {y})"),
-                format_args!("OUT_OF_RANGE: {e}"),
-                started,
-                true,
-            ),
-        }
-        result
-            .map(|image| self.response(image))
-            .map_err(|e| Status::out_of_range(e.to_string()))
+        }))
     }
 
     /// Every cell of an inclusive area, in reading order, produced lazily.
@@ -160,48 +162,23 @@ impl MapService {
     /// # Errors
     /// INVALID_ARGUMENT for a missing or inverted corner, OUT_OF_RANGE for a corner off the map.
     pub fn get_images(&self, request: Request<Area>) -> Result<Response<CellStream>, Status> {
-        let started = Instant::now();
         let area = *request.message();
         let (Some(ll), Some(ur)) = (area.ll, area.ur) else {
-            let status = Status::invalid_argument("the area needs both corners, ll and ur");
-            log_call(
-                &request,
-                "GetImages",
-                format_args!("{area:?}"),
-                format_args!("INVALID_ARGUMENT: missing corner"),
-                started,
-                true,
-            );
-            return Err(status);
+            return Err(Status::invalid_argument(
+                "the area needs both corners, ll and ur",
+            ));
         };
-        let what = format!("({}, {})..=({}, {})", ll.x, ll.y, ur.x, ur.y);
-        let cells = match self.inner.map.area((ll.x, ll.y), (ur.x, ur.y)) {
-            Ok(cells) => cells,
-            Err(e) => {
-                let status = status_of(&e);
-                log_call(
-                    &request,
-                    "GetImages",
-                    format_args!("{what}"),
-                    format_args!("{}: {e}", status.code()),
-                    started,
-                    true,
-                );
-                return Err(status);
-            }
-        };
+        let cells = self
+            .inner
+            .map
+            .area((ll.x, ll.y), (ur.x, ur.y))
+            .map_err(|e| status_of(&e))?;
         Ok(self.response(CellStream {
             total: cells.len(),
             cells,
             service: self.inner.clone(),
             delay: None,
             sent: 0,
-            log: CallLog {
-                peer: describe_peer(&request),
-                token: request.metadata().get("token").map(str::to_owned),
-                area: what,
-                started,
-            },
         }))
     }
 }
@@ -223,14 +200,6 @@ pub struct CellStream {
     service: Arc<Inner>,
     delay: Option<Pin<Box<Sleep>>>,
     sent: usize,
-    log: CallLog,
-}
-
-struct CallLog {
-    peer: String,
-    token: Option<String>,
-    area: String,
-    started: Instant,
 }
 
 impl Stream for CellStream {
@@ -266,34 +235,11 @@ impl Stream for CellStream {
     }
 }
 
-impl Drop for CellStream {
-    // The stream is dropped when the call ends however it ends, so this is where a streaming
-    // call is logged: completed, or cut short by a cancel, a deadline or a shutdown.
-    fn drop(&mut self) {
-        let complete = self.sent == self.total;
-        let outcome = if complete {
-            "OK"
-        } else {
-            "ended early (cancelled, deadline or shutdown)"
-        };
-        let log = &self.log;
-        let elapsed_ms = log.started.elapsed().as_millis() as u64;
-        let token = log.token.as_deref().unwrap_or("-");
-        if complete {
-            tracing::debug!(peer = %log.peer, method = "GetImages", area = %log.area, token,
-                cells = self.sent, elapsed_ms, outcome, "call");
-        } else {
-            tracing::info!(peer = %log.peer, method = "GetImages", area = %log.area, token,
-                cells = self.sent, of = self.total, elapsed_ms, outcome, "call");
-        }
-    }
-}
-
 impl fmt::Debug for CellStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CellStream")
-            .field("sent", &self.sent)
             .field("total", &self.total)
+            .field("sent", &self.sent)
             .finish_non_exhaustive()
     }
 }
@@ -303,45 +249,5 @@ fn status_of(e: &AreaError) -> Status {
         Status::out_of_range(e.to_string())
     } else {
         Status::invalid_argument(e.to_string())
-    }
-}
-
-fn describe_peer<T>(request: &Request<T>) -> String {
-    let Some(peer) = request.peer() else {
-        return "-".to_owned();
-    };
-    let addr = peer.addr.map_or_else(|| "-".to_owned(), |a| a.to_string());
-    match &peer.subject {
-        Some(subject) => format!("{addr} ({subject})"),
-        None => addr,
-    }
-}
-
-fn log_call<T>(
-    request: &Request<T>,
-    method: &str,
-    what: fmt::Arguments<'_>,
-    outcome: fmt::Arguments<'_>,
-    started: Instant,
-    bad_request: bool,
-) {
-    // The hot path: with the level off, nothing below (formatting, allocation) may run.
-    let enabled = if bad_request {
-        tracing::enabled!(tracing::Level::INFO)
-    } else {
-        tracing::enabled!(tracing::Level::DEBUG)
-    };
-    if !enabled {
-        return;
-    }
-    let peer = describe_peer(request);
-    let token = request.metadata().get("token").unwrap_or("-");
-    let elapsed_us = started.elapsed().as_micros() as u64;
-    // Bad requests are the client's fault: info, never error, so a hostile client cannot
-    // raise alarms. This service has no server faults of its own to log at error.
-    if bad_request {
-        tracing::info!(%peer, method, request = %what, token, %outcome, elapsed_us, "call");
-    } else {
-        tracing::debug!(%peer, method, request = %what, token, %outcome, elapsed_us, "call");
     }
 }

@@ -20,17 +20,20 @@ use satellite::{
     grpc::{
         self,
         tls::{client_config, server_config, Identity, Roots},
-        Channel, Code, Endpoint, Request, Response, Router, ServerConfig, Status, Streaming,
-        Transport,
+        BidiStreaming, Channel, ClientStreaming, Code, Endpoint, Method, Request, Response, Router,
+        ServerConfig, ServerStreaming, Status, Streaming, Transport, Unary,
     },
 };
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 
-pub const ECHO: &str = "/test.Echo/Echo";
-pub const SLEEP: &str = "/test.Echo/Sleep";
-pub const COUNT: &str = "/test.Echo/Count";
-pub const SUM: &str = "/test.Echo/Sum";
-pub const BIDI: &str = "/test.Echo/Bidi";
+pub const ECHO: Method<EchoRequest, EchoReply, Unary> = Method::unary("/test.Echo/Echo");
+pub const SLEEP: Method<EchoRequest, EchoReply, Unary> = Method::unary("/test.Echo/Sleep");
+pub const COUNT: Method<EchoRequest, EchoReply, ServerStreaming> =
+    Method::server_streaming("/test.Echo/Count");
+pub const SUM: Method<EchoRequest, EchoReply, ClientStreaming> =
+    Method::client_streaming("/test.Echo/Sum");
+pub const BIDI: Method<EchoRequest, EchoReply, BidiStreaming> =
+    Method::bidi_streaming("/test.Echo/Bidi");
 
 /// The interop `special_status_message` text.
 pub const SPECIAL_MESSAGE: &str =
@@ -143,14 +146,14 @@ pub fn router(live: &Live, produced: &Arc<AtomicUsize>) -> Router {
     );
     let produced = produced.clone();
     Router::new()
-        .unary(ECHO, move |req: Request<EchoRequest>| {
+        .unary(&ECHO, move |req: Request<EchoRequest>| {
             let guard = l1.enter();
             async move {
                 let _guard = guard;
                 echo(req)
             }
         })
-        .unary(SLEEP, move |req: Request<EchoRequest>| {
+        .unary(&SLEEP, move |req: Request<EchoRequest>| {
             let guard = l2.enter();
             async move {
                 let _guard = guard;
@@ -161,7 +164,7 @@ pub fn router(live: &Live, produced: &Arc<AtomicUsize>) -> Router {
                 }))
             }
         })
-        .server_streaming(COUNT, move |req: Request<EchoRequest>| {
+        .server_streaming(&COUNT, move |req: Request<EchoRequest>| {
             let guard = l3.enter();
             let produced = produced.clone();
             async move {
@@ -206,7 +209,7 @@ pub fn router(live: &Live, produced: &Arc<AtomicUsize>) -> Router {
                 Ok(Response::new(replies))
             }
         })
-        .client_streaming(SUM, move |req: Request<Streaming<EchoRequest>>| {
+        .client_streaming(&SUM, move |req: Request<Streaming<EchoRequest>>| {
             let guard = l4.enter();
             async move {
                 let _guard = guard;
@@ -224,7 +227,7 @@ pub fn router(live: &Live, produced: &Arc<AtomicUsize>) -> Router {
                 }))
             }
         })
-        .bidi_streaming(BIDI, move |req: Request<Streaming<EchoRequest>>| {
+        .bidi_streaming(&BIDI, move |req: Request<Streaming<EchoRequest>>| {
             let guard = l5.enter();
             async move {
                 let requests = req.into_inner();
@@ -450,7 +453,7 @@ pub fn tls_channel(
 
 /// A unary echo call.
 pub async fn echo_call(channel: &Channel, text: &str) -> Result<EchoReply, Status> {
-    bounded(channel.unary::<_, EchoReply>(ECHO, Request::new(EchoRequest::text(text))))
+    bounded(channel.unary(&ECHO, Request::new(EchoRequest::text(text))))
         .await
         .map(Response::into_inner)
 }

@@ -134,7 +134,7 @@ pub fn images(len: usize) -> Arc<Vec<bytes::Bytes>> {
 }
 
 fn varint_len(v: u64) -> usize {
-    ((64 - (v | 1).leading_zeros() as usize) + 6) / 7
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 fn put_varint<B: bytes::BufMut>(buf: &mut B, mut v: u64) {

@@ -1,53 +1,54 @@
-//! Client calls of the four kinds: request head, framed messages, response head, messages and
-//! trailers. The one place where the client turns protocol failures into status codes
-//! (GRPC-NOTES §1.6, client side).
+//! Client calls of the four kinds: interceptors, request head, framed messages, response
+//! head, messages and trailers. Wire faults become status codes in `WireError::into_status`,
+//! told that it is the client asking.
 
-use std::{pin::pin, time::Duration};
+use std::{
+    pin::pin,
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_core::Stream;
-use futures_util::StreamExt as _;
 use h2::{client::ResponseFuture, Reason, SendStream};
-use http::{header, HeaderValue, Method};
+use http::{header, HeaderValue, Method as HttpMethod};
 use tokio::time::Instant;
 
-use super::Channel;
 use crate::grpc::{
-    codec,
-    compression::{self, Encoding, ACCEPT_ENCODING},
+    client::channel::Channel,
+    compression::{Encoding, ACCEPT_ENCODING},
+    error::{Side, WireError},
+    intercept::{CallSummary, Chain, ClientCallHead, ClientInterceptor},
+    log::WIRE_TARGET,
     metadata::{Metadata, GRPC_ACCEPT_ENCODING, GRPC_ENCODING, GRPC_TIMEOUT},
-    recv::{status_from_h2, Streaming},
-    request::{Request, Response},
-    send::{MessageSink, PipeEnd},
+    method::{BidiStreaming, ClientStreaming, Method, ServerStreaming, Unary},
+    recv::{Counts, RecvBody, RequestSender, Streaming},
+    request::{IntoMessage, Request, Response},
+    send::{MessageSink, PipeEnd, Source},
     status::Status,
-    timeout, WIRE_TARGET,
+    timeout,
 };
 
 /// Sent on every call; grpcio-style `grpc-<lang>/<version>`.
 const USER_AGENT: &str = concat!("grpc-rust-satellite/", env!("CARGO_PKG_VERSION"));
 
 impl Channel {
-    /// Makes a unary call to `path` ("/package.Service/Method").
+    /// Makes a unary call: a server-streaming call whose response is one message.
     ///
     /// # Errors
     /// The call's status when it is not OK, including UNAVAILABLE when no connection can be
     /// made and DEADLINE_EXCEEDED when the request's timeout passes.
     pub async fn unary<Req, Resp>(
         &self,
-        path: &str,
+        method: &Method<Req, Resp, Unary>,
         request: Request<Req>,
     ) -> Result<Response<Resp>, Status>
     where
         Req: prost::Message,
         Resp: prost::Message + Default,
     {
-        let deadline = deadline_after(request.timeout());
-        let (response, send) = self.start(path, &request, deadline).await?;
-        self.send_one(send, request.message(), self.compression_of(&request))?;
-        let (mut stream, headers) = self.response_stream::<Resp>(response, deadline).await?;
-        let message = stream.single("response").await?;
-        let trailers = stream.take_trailers();
-        Ok(Response::from_parts(message, headers, trailers))
+        let method = Method::<Req, Resp, ServerStreaming>::server_streaming(method.path());
+        one_response(self.server_streaming(&method, request).await?).await
     }
 
     /// Makes a server-streaming call: one request, a stream of responses.
@@ -57,44 +58,46 @@ impl Channel {
     /// from the stream.
     pub async fn server_streaming<Req, Resp>(
         &self,
-        path: &str,
-        request: Request<Req>,
+        method: &Method<Req, Resp, ServerStreaming>,
+        mut request: Request<Req>,
     ) -> Result<Response<Streaming<Resp>>, Status>
     where
         Req: prost::Message,
         Resp: prost::Message + Default,
     {
-        let deadline = deadline_after(request.timeout());
-        let (response, send) = self.start(path, &request, deadline).await?;
-        self.send_one(send, request.message(), self.compression_of(&request))?;
-        let (stream, headers) = self.response_stream::<Resp>(response, deadline).await?;
-        Ok(Response::from_parts(stream, headers, Metadata::new()))
+        let observer = self.before(method.path(), &mut request).await?;
+        let result = async {
+            let deadline = deadline_after(request.timeout());
+            let (response, send) = self.start(method.path(), &request, deadline).await?;
+            self.send_one(send, request.message(), &request, observer.as_ref())?;
+            let (stream, headers) = self
+                .response_stream::<Resp>(response, deadline, observer.as_ref())
+                .await?;
+            Ok(Response::from_parts(stream, headers, Metadata::new()))
+        }
+        .await;
+        streaming_result(observer, result)
     }
 
-    /// Makes a client-streaming call: a stream of requests, one response.
+    /// Makes a client-streaming call: a bidirectional call whose response is one message.
+    /// The stream may yield `Req` or [`Outgoing<Req>`](crate::grpc::Outgoing) (compression
+    /// per message).
     ///
     /// # Errors
     /// The call's status when it is not OK.
-    pub async fn client_streaming<Req, Resp, S>(
+    pub async fn client_streaming<Req, Resp, S, T>(
         &self,
-        path: &str,
+        method: &Method<Req, Resp, ClientStreaming>,
         request: Request<S>,
     ) -> Result<Response<Resp>, Status>
     where
-        Req: prost::Message,
+        Req: prost::Message + 'static,
         Resp: prost::Message + Default,
-        S: Stream<Item = Req>,
+        S: Stream<Item = T> + Send + 'static,
+        T: IntoMessage<Req> + 'static,
     {
-        let deadline = deadline_after(request.timeout());
-        let (response, send) = self.start(path, &request, deadline).await?;
-        let encoding = self.compression_of(&request);
-        let requests = request.into_inner().map(Ok::<Req, Status>);
-        let max_send = self.inner.endpoint.max_send_message_size;
-        send_all(send, requests, deadline, max_send, encoding).await?;
-        let (mut stream, headers) = self.response_stream::<Resp>(response, deadline).await?;
-        let message = stream.single("response").await?;
-        let trailers = stream.take_trailers();
-        Ok(Response::from_parts(message, headers, trailers))
+        let method = Method::<Req, Resp, BidiStreaming>::bidi_streaming(method.path());
+        one_response(self.bidi_streaming(&method, request).await?).await
     }
 
     /// Makes a bidirectional-streaming call. Requests are sent by a task of their own, so
@@ -103,49 +106,93 @@ impl Channel {
     ///
     /// # Errors
     /// The status of a call that fails before its response head arrives.
-    pub async fn bidi_streaming<Req, Resp, S>(
+    pub async fn bidi_streaming<Req, Resp, S, T>(
         &self,
-        path: &str,
-        request: Request<S>,
+        method: &Method<Req, Resp, BidiStreaming>,
+        mut request: Request<S>,
     ) -> Result<Response<Streaming<Resp>>, Status>
     where
         Req: prost::Message + 'static,
         Resp: prost::Message + Default,
-        S: Stream<Item = Req> + Send + 'static,
+        S: Stream<Item = T> + Send + 'static,
+        T: IntoMessage<Req> + 'static,
     {
-        let deadline = deadline_after(request.timeout());
-        let (response, send) = self.start(path, &request, deadline).await?;
-        let encoding = self.compression_of(&request);
-        let requests = request.into_inner().map(Ok::<Req, Status>);
-        let max_send = self.inner.endpoint.max_send_message_size;
-        let sender = tokio::spawn(async move {
-            if let Err(status) = send_all(send, requests, deadline, max_send, encoding).await {
-                tracing::debug!(%status, "request stream ended early");
+        let observer = self.before(method.path(), &mut request).await?;
+        let result = async {
+            let deadline = deadline_after(request.timeout());
+            let (response, send) = self.start(method.path(), &request, deadline).await?;
+            let sink = self.sink(send, &request);
+            let sent = observer.as_ref().map(|o| o.sent.clone());
+            let requests = futures_util::StreamExt::map(request.into_inner(), Ok::<T, Status>);
+            let failed = Arc::new(OnceLock::new());
+            let task = tokio::spawn({
+                let failed = failed.clone();
+                let source = Source::<_, Req>::new(requests);
+                async move { send_all(sink, source, deadline, sent, &failed).await }
+            });
+            // Held from here on: dropping the call at any point stops the requests.
+            let sender = RequestSender::new(task.abort_handle(), failed);
+            let head = self.response_stream::<Resp>(response, deadline, observer.as_ref());
+            let (mut stream, headers) = head.await.map_err(|status| sender.failure_or(status))?;
+            stream.sent_by(sender);
+            Ok(Response::from_parts(stream, headers, Metadata::new()))
+        }
+        .await;
+        streaming_result(observer, result)
+    }
+
+    /// Runs the interceptors on the call's head; `None` when there are none.
+    async fn before<T>(
+        &self,
+        path: &str,
+        request: &mut Request<T>,
+    ) -> Result<Option<Observer>, Status> {
+        if self.interceptors.is_empty() {
+            return Ok(None);
+        }
+        let observer = Observer {
+            interceptors: self.interceptors.clone(),
+            method: path.to_owned(),
+            started: std::time::Instant::now(),
+            received: Arc::default(),
+            sent: Arc::default(),
+        };
+        let mut head = ClientCallHead {
+            method: path.to_owned(),
+            metadata: std::mem::take(request.metadata_mut()),
+            timeout: request.timeout(),
+        };
+        for interceptor in self.interceptors.iter() {
+            if let Err(status) = interceptor.before(&mut head).await {
+                observer.finish(&status);
+                return Err(status);
             }
-        });
-        let (mut stream, headers) = self.response_stream::<Resp>(response, deadline).await?;
-        stream.abort_on_drop(sender.abort_handle());
-        Ok(Response::from_parts(stream, headers, Metadata::new()))
+        }
+        *request.metadata_mut() = head.metadata;
+        request.set_timeout_opt(head.timeout);
+        Ok(Some(observer))
+    }
+
+    /// The request side's sink: the call's compression, else the endpoint's.
+    fn sink<T>(&self, send: SendStream<Bytes>, request: &Request<T>) -> MessageSink {
+        let max = self.inner.endpoint.max_send_message_size;
+        MessageSink::new(send, Side::Client, max, self.compression_of(request), true)
     }
 
     /// Sends the one request message of a unary or server-streaming call, with END_STREAM.
-    fn send_one<Req: prost::Message>(
+    fn send_one<Req: prost::Message, T>(
         &self,
-        mut send: SendStream<Bytes>,
+        send: SendStream<Bytes>,
         message: &Req,
-        encoding: Option<Encoding>,
+        request: &Request<T>,
+        observer: Option<&Observer>,
     ) -> Result<(), Status> {
-        let mut buf = BytesMut::new();
-        let max = self.inner.endpoint.max_send_message_size;
-        match encoding {
-            None => codec::encode(message, &mut buf, max)?,
-            Some(encoding) => {
-                compression::encode_compressed(encoding, &message.encode_to_vec(), &mut buf, max)?;
-            }
+        let mut sink = self.sink(send, request);
+        let sent = sink.send_last(message, None)?;
+        if let Some(observer) = observer {
+            observer.sent.add(sink.counts());
         }
-        // One message of known size: h2 may buffer it whole while the window opens, which
-        // costs no more than the message we already hold.
-        if let Err(e) = send.send_data(buf.freeze(), true) {
+        if let Err(e) = sent {
             // The server may answer from the head alone (Trailers-Only, then RST_STREAM
             // NO_ERROR) before the body goes out, and then h2 refuses the body. The response
             // carries the call's real status, or the error that ended the stream (as in
@@ -171,9 +218,9 @@ impl Channel {
     ) -> Result<(ResponseFuture, SendStream<Bytes>), Status> {
         let head = self.request_head(path, request)?;
         let opened = async {
-            let mut send = self.ready().await?;
+            let mut send = self.ready().await.map_err(client_status)?;
             send.send_request(head, false)
-                .map_err(|e| status_from_h2(&e))
+                .map_err(|e| client_status(WireError::Transport(e)))
         };
         match deadline {
             None => opened.await,
@@ -199,7 +246,7 @@ impl Channel {
             .build()
             .map_err(|e| Status::internal(format!("invalid method path {path:?}: {e}")))?;
         let mut head = http::Request::new(());
-        *head.method_mut() = Method::POST;
+        *head.method_mut() = HttpMethod::POST;
         *head.uri_mut() = uri;
         let headers = head.headers_mut();
         // PROTOCOL-HTTP2.md: te: trailers is required; C-core servers reject calls without it.
@@ -221,7 +268,7 @@ impl Channel {
             GRPC_ACCEPT_ENCODING,
             HeaderValue::from_static(ACCEPT_ENCODING),
         );
-        request.metadata().add_to_headers(headers);
+        request.metadata().append_to(headers);
         tracing::debug!(target: WIRE_TARGET, uri = %head.uri(), headers = ?head.headers(), "send headers");
         Ok(head)
     }
@@ -231,6 +278,7 @@ impl Channel {
         &self,
         response: ResponseFuture,
         deadline: Option<Instant>,
+        observer: Option<&Observer>,
     ) -> Result<(Streaming<Resp>, Metadata), Status> {
         let response = match deadline {
             None => response.await,
@@ -245,26 +293,14 @@ impl Channel {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 Status::deadline_exceeded("deadline exceeded")
             } else {
-                status_from_h2(&e)
+                client_status(WireError::Transport(e))
             }
         })?;
         let (head, body) = response.into_parts();
         tracing::debug!(target: WIRE_TARGET, status = %head.status, headers = ?head.headers, "recv headers");
         let status = Status::from_headers(&head.headers);
-        let encoding = match head
-            .headers
-            .get(GRPC_ENCODING)
-            .map(|v| Encoding::from_header(v.as_bytes()))
-        {
-            None => None,
-            Some(Ok(encoding)) => encoding,
-            // GRPC-NOTES §1.6: an encoding we did not advertise is INTERNAL.
-            Some(Err(name)) => {
-                return Err(Status::internal(format!(
-                    "the server used message encoding {name}, which we did not offer"
-                )))
-            }
-        };
+        let encoding = Encoding::of_head(&head.headers)
+            .map_err(|name| client_status(WireError::UnsupportedEncoding(name)))?;
         // http-grpc-status-mapping.md: grpc-status wins whatever :status says; without it a
         // non-200 answer maps from the HTTP status.
         if head.status != http::StatusCode::OK {
@@ -288,12 +324,16 @@ impl Channel {
         }
         let metadata = Metadata::from_header_map(head.headers);
         let max = self.inner.endpoint.max_recv_message_size;
-        match status {
+        let mut recv = match status {
             // Trailers-Only: the head is also the end of the call.
-            Some(status) if !status.is_ok() => Err(status),
-            Some(_) => Ok((Streaming::trailers_only(body, metadata.clone()), metadata)),
-            None => Ok((Streaming::client(body, max, deadline, encoding), metadata)),
+            Some(status) if !status.is_ok() => return Err(status),
+            Some(_) => RecvBody::trailers_only(body, metadata.clone()),
+            None => RecvBody::client(body, max, deadline, encoding),
+        };
+        if let Some(observer) = observer {
+            recv.count_into(observer.received.clone());
         }
+        Ok((Streaming::new(recv), metadata))
     }
 }
 
@@ -304,38 +344,96 @@ fn deadline_after(timeout: Option<Duration>) -> Option<Instant> {
     timeout.and_then(|t| Instant::now().checked_add(t))
 }
 
-/// Sends every request message, then END_STREAM.
-async fn send_all<Req, S>(
-    send: SendStream<Bytes>,
-    requests: S,
+/// Sends every request message, then END_STREAM. A failure of our own (a message that cannot
+/// be sent, the deadline) goes into `failed` before the stream is reset, so the response side
+/// reports it rather than the reset.
+async fn send_all(
+    mut sink: MessageSink,
+    source: impl crate::grpc::send::MessageSource,
     deadline: Option<Instant>,
-    max_send: usize,
-    encoding: Option<Encoding>,
-) -> Result<(), Status>
-where
-    Req: prost::Message,
-    S: Stream<Item = Result<Req, Status>>,
-{
-    let mut sink = MessageSink::new(send, max_send);
-    sink.compress_with(encoding);
-    let mut requests = pin!(requests);
+    sent: Option<Arc<Counts>>,
+    failed: &OnceLock<Status>,
+) {
+    let source = pin!(source);
     let mut sleep = deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
-    match sink
-        .pipe(requests.as_mut(), sleep.as_mut().map(|s| s.as_mut()))
-        .await
-    {
-        PipeEnd::Finished(status) if status.is_ok() => {
-            sink.finish().map_err(|e| status_from_h2(&e))
-        }
-        PipeEnd::Finished(status) => {
-            sink.reset(Reason::CANCEL);
-            Err(status)
-        }
+    let end = sink.pipe(source, sleep.as_mut().map(|s| s.as_mut())).await;
+    if let Some(sent) = sent {
+        sent.add(sink.counts());
+    }
+    let status = match end {
+        // An error here means the stream is gone; the response says why.
+        PipeEnd::Finished => return drop(sink.end_stream()),
         // The server answered or reset early; its response carries the real status.
-        PipeEnd::Reset(_) | PipeEnd::SendFailed(_) => Ok(()),
-        PipeEnd::DeadlineExceeded => {
-            sink.reset(Reason::CANCEL);
-            Err(Status::deadline_exceeded("deadline exceeded"))
+        PipeEnd::Reset(_) | PipeEnd::SendFailed(_) => return,
+        PipeEnd::Failed(status) => status,
+        PipeEnd::DeadlineExceeded => Status::deadline_exceeded("deadline exceeded"),
+    };
+    tracing::debug!(%status, "request stream ended early");
+    let _ = failed.set(status);
+    sink.reset(Reason::CANCEL);
+}
+
+/// What client interceptors are told at the end of a call.
+struct Observer {
+    interceptors: Chain<dyn ClientInterceptor>,
+    method: String,
+    started: std::time::Instant,
+    received: Arc<Counts>,
+    sent: Arc<Counts>,
+}
+
+impl Observer {
+    fn finish(&self, status: &Status) {
+        let (messages_received, bytes_received) = self.received.get();
+        let (messages_sent, bytes_sent) = self.sent.get();
+        let summary = CallSummary {
+            method: &self.method,
+            status,
+            elapsed: self.started.elapsed(),
+            messages_received,
+            messages_sent,
+            bytes_received,
+            bytes_sent,
+        };
+        for interceptor in self.interceptors.iter() {
+            interceptor.after(&summary);
         }
     }
+}
+
+/// The one response message of a unary or client-streaming call, and its trailers.
+async fn one_response<Resp: prost::Message + Default>(
+    response: Response<Streaming<Resp>>,
+) -> Result<Response<Resp>, Status> {
+    let (mut stream, headers, _) = response.into_parts();
+    let message = stream.one_message().await?;
+    let trailers = stream.take_trailers();
+    Ok(Response::from_parts(message, headers, trailers))
+}
+
+/// A streaming call's result: failed now (the interceptors hear it now), or a stream that
+/// tells them when it ends.
+fn streaming_result<T: prost::Message + Default>(
+    observer: Option<Observer>,
+    result: Result<Response<Streaming<T>>, Status>,
+) -> Result<Response<Streaming<T>>, Status> {
+    let Some(observer) = observer else {
+        return result;
+    };
+    match result {
+        Ok(mut response) => {
+            response
+                .message_mut()
+                .on_end(Box::new(move |status| observer.finish(status)));
+            Ok(response)
+        }
+        Err(status) => {
+            observer.finish(&status);
+            Err(status)
+        }
+    }
+}
+
+fn client_status(e: WireError) -> Status {
+    e.into_status(Side::Client)
 }

@@ -2,6 +2,7 @@
 //! spawn a task per call; on shutdown, GOAWAY and drain within the grace period.
 
 use std::{
+    future::Future,
     hash::{BuildHasher as _, Hash as _, Hasher as _},
     net::SocketAddr,
     pin::Pin,
@@ -22,11 +23,17 @@ use tokio::{
     time::{Instant, Sleep},
 };
 
+use tracing::Instrument as _;
+
 use crate::grpc::{
+    error::Error,
+    metadata::Metadata,
     request::Peer,
     server::{
         call::{self, Limits},
-        Router, ServerConfig, Transport,
+        config::{ServerConfig, Transport},
+        head,
+        route::Router,
     },
     tls,
 };
@@ -42,6 +49,11 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn new(config: ServerConfig, router: Router) -> Self {
         let tls = match &config.transport {
+            Transport::Tls(cfg) if config.tls_key_log => {
+                let mut cfg = (**cfg).clone();
+                cfg.key_log = Arc::new(rustls::KeyLogFile::new());
+                Some(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
+            }
             Transport::Tls(cfg) => Some(tokio_rustls::TlsAcceptor::from(cfg.clone())),
             Transport::Plaintext => None,
         };
@@ -80,23 +92,24 @@ pub(crate) async fn serve(
     shared: Arc<Shared>,
     stop: watch::Receiver<bool>,
 ) {
+    let span = tracing::debug_span!("conn", peer = %Addr(addr), identity = tracing::field::Empty);
     let Some(acceptor) = shared.tls.clone() else {
         let peer = Arc::new(Peer {
             addr,
             subject: None,
         });
-        return serve_h2(socket, peer, &shared, stop).await;
+        return serve_h2(socket, peer, &shared, stop).instrument(span).await;
     };
     let handshake =
         tokio::time::timeout(shared.config.handshake_timeout, acceptor.accept(socket)).await;
     let stream = match handshake {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {
-            tracing::info!(peer = %Addr(addr), error = %e, "TLS handshake failed");
+            tracing::info!(parent: &span, error = %e, "TLS handshake failed");
             return;
         }
         Err(_) => {
-            tracing::info!(peer = %Addr(addr), "TLS handshake timed out");
+            tracing::info!(parent: &span, "TLS handshake timed out");
             return;
         }
     };
@@ -106,18 +119,31 @@ pub(crate) async fn serve(
         .peer_certificates()
         .and_then(|certs| certs.first())
         .and_then(|cert| tls::subject_of(cert));
-    serve_h2(stream, Arc::new(Peer { addr, subject }), &shared, stop).await;
+    if let Some(subject) = &subject {
+        span.record("identity", subject.as_str());
+    }
+    let peer = Arc::new(Peer { addr, subject });
+    serve_h2(stream, peer, &shared, stop).instrument(span).await;
 }
 
-/// Serves HTTP/2 on an already-secured byte stream (used by `serve`, and by in-memory tests and
-/// fuzzing over `tokio::io::duplex`).
-pub async fn serve_io<IO>(io: IO, config: ServerConfig, router: Router)
+/// Serves HTTP/2 with prior knowledge on an already-secured byte stream until it closes: one
+/// connection, for in-memory tests, fuzzing over `tokio::io::duplex`, or a transport of the
+/// caller's own. [`ServerConfig::transport`] is not used.
+///
+/// # Errors
+/// A configuration error from [`ServerConfig::validate`].
+pub async fn serve_io<IO>(io: IO, config: ServerConfig, router: Router) -> Result<(), Error>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    config.validate()?;
     let shared = Shared::new(config, router);
     let (_stop_tx, stop) = watch::channel(false);
-    serve_h2(io, Arc::new(Peer::default()), &shared, stop).await;
+    let span = tracing::debug_span!("conn", peer = "-");
+    serve_h2(io, Arc::new(Peer::default()), &shared, stop)
+        .instrument(span)
+        .await;
+    Ok(())
 }
 
 async fn serve_h2<IO>(io: IO, peer: Arc<Peer>, shared: &Shared, mut stop: watch::Receiver<bool>)
@@ -137,11 +163,11 @@ where
     let mut connection = match handshake {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => {
-            tracing::debug!(peer = %Addr(peer.addr), error = %e, "HTTP/2 handshake failed");
+            tracing::debug!(error = %e, "HTTP/2 handshake failed");
             return;
         }
         Err(_) => {
-            tracing::debug!(peer = %Addr(peer.addr), "HTTP/2 preface timed out");
+            tracing::debug!("HTTP/2 preface timed out");
             return;
         }
     };
@@ -168,7 +194,7 @@ where
             biased;
             () = &mut preface_timer, if !preface_done => {
                 if read.load(Ordering::Relaxed) < PREFACE_WITH_SETTINGS {
-                    tracing::debug!(peer = %Addr(peer.addr), "no SETTINGS after the preface; closing");
+                    tracing::debug!("no SETTINGS after the preface; closing");
                     break;
                 }
                 preface_done = true;
@@ -179,7 +205,7 @@ where
                 }
             }
             () = &mut timers.grace, if draining => {
-                tracing::debug!(peer = %Addr(peer.addr), calls = calls.len(), "grace period over; closing");
+                tracing::debug!(calls = calls.len(), "grace period over; closing");
                 break;
             }
             () = &mut timers.age, if timers.age_armed && !draining => {
@@ -191,7 +217,7 @@ where
             () = &mut timers.ping, if timers.keepalive.is_some() && ping_pong.is_some() => {
                 if timers.awaiting_pong {
                     // A8: no PONG within the timeout means the peer or the path is dead.
-                    tracing::debug!(peer = %Addr(peer.addr), "keepalive ping timed out; closing");
+                    tracing::debug!("keepalive ping timed out; closing");
                     break;
                 }
                 if let (Some(pp), Some((_, timeout))) = (ping_pong.as_mut(), timers.keepalive) {
@@ -238,22 +264,42 @@ where
                         Poll::Pending => break,
                     }
                 }
-                for (request, respond) in batch.drain(..) {
-                    if let Some(mut call) = call::dispatch(request, respond, &shared.router, &peer, limits) {
-                        // Poll the call once right here: one that can finish without waiting
-                        // (most unary calls) costs no task, and its answer leaves with the
-                        // connection's next flush together with the rest of the batch.
-                        let first = std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await;
-                        if first.is_pending() {
-                            calls.spawn(call);
-                        }
-                    }
+                for (request, mut respond) in batch.drain(..) {
                     timers.rearm_idle(config);
+                    let (parts, body) = request.into_parts();
+                    let head = match head::check(parts, &peer) {
+                        Ok(head) => head,
+                        Err(rejection) => {
+                            call::reject(&mut respond, rejection);
+                            continue;
+                        }
+                    };
+                    let handler = match shared.router.handler(head.method()) {
+                        Ok(handler) => handler.clone(),
+                        Err(status) => {
+                            call::answer_status(&mut respond, &status, None, &Metadata::new());
+                            continue;
+                        }
+                    };
+                    let span = tracing::debug_span!("call", method = head.method());
+                    let interceptors = shared.router.interceptors().clone();
+                    let mut call = Box::pin(call::run(head, body, respond, handler, interceptors, limits).instrument(span));
+                    if !config.inline_first_poll {
+                        calls.spawn(call);
+                        continue;
+                    }
+                    // Poll the call once right here (ServerConfig::inline_first_poll says what
+                    // it buys and costs): one that can finish without waiting costs no task,
+                    // and its answer leaves with the connection's next flush.
+                    let first = std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await;
+                    if first.is_pending() {
+                        calls.spawn(call);
+                    }
                 }
                 match end {
                     None => {}
                     Some(Some(e)) => {
-                        tracing::debug!(peer = %Addr(peer.addr), error = %e, "connection error");
+                        tracing::debug!(error = %e, "connection error");
                         break;
                     }
                     Some(None) => break,

@@ -1,7 +1,8 @@
 //! Our load generator, on the satellite crate's own client: unary GetImage(1, 2) with
 //! N connections x M calls in flight for D seconds, or GetImages over the whole map
 //! (K concurrent streams, R rounds). Plaintext or mutual TLS, against any server.
-//! Prints one JSON line.
+//! `--noop-interceptor` installs one client interceptor that does nothing, to measure what an
+//! interceptor costs. Prints one JSON line.
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
@@ -9,7 +10,7 @@ use clap::{Parser, Subcommand};
 use futures_util::StreamExt;
 use satellite::{
     app::client::{CallOptions, SatelliteClient},
-    grpc::{tls, Channel, Endpoint},
+    grpc::{tls, BoxFuture, Channel, ClientCallHead, ClientInterceptor, Endpoint, Status},
 };
 use satellite_bench_peers::{framed_image_len, percentile};
 use tokio::time::Instant;
@@ -21,6 +22,9 @@ struct Args {
     /// ca-cert.pem, client-cert.pem, client-key.pem: mutual TLS (plaintext without it).
     #[arg(long, global = true)]
     certs: Option<PathBuf>,
+    /// Install one no-op client interceptor on every channel (measures the interceptor cost).
+    #[arg(long, global = true)]
+    noop_interceptor: bool,
     #[command(subcommand)]
     mode: Mode,
 }
@@ -57,6 +61,16 @@ enum Mode {
     },
 }
 
+/// A client interceptor that does nothing: with `--noop-interceptor`, what one interceptor
+/// costs (the call head it is shown, its boxed future, the summary after the call).
+struct NoopInterceptor;
+
+impl ClientInterceptor for NoopInterceptor {
+    fn before<'a>(&'a self, _head: &'a mut ClientCallHead) -> BoxFuture<'a, Result<(), Status>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+}
+
 async fn connect(args: &Args) -> Result<SatelliteClient, Box<dyn std::error::Error>> {
     let mut ep = Endpoint::new(args.addr.clone());
     if let Some(dir) = &args.certs {
@@ -69,7 +83,11 @@ async fn connect(args: &Args) -> Result<SatelliteClient, Box<dyn std::error::Err
             .tls(tls::client_config(&roots, Some(&id))?)
             .server_name("localhost");
     }
-    Ok(SatelliteClient::new(Channel::connect(ep).await?))
+    let mut channel = Channel::connect(ep).await?;
+    if args.noop_interceptor {
+        channel = channel.intercept(NoopInterceptor);
+    }
+    Ok(SatelliteClient::new(channel))
 }
 
 #[tokio::main]

@@ -1,0 +1,259 @@
+//! `/package.Service/Method` -> one erased handler type, registered at run time without
+//! codegen, and the router's interceptor chain.
+//!
+//! Types are erased here, once per call: registration wraps the user's async function in a
+//! closure that decodes the request messages, calls it, and hands back the response messages as
+//! an erased [`MessageSource`]. Everything that drives the call (`call.rs`) is concrete.
+
+use std::{collections::HashMap, fmt, future::Future, pin::Pin, sync::Arc};
+
+use futures_core::Stream;
+
+use crate::grpc::{
+    intercept::{self, Chain, ServerInterceptor},
+    method::{BidiStreaming, ClientStreaming, Method, ServerStreaming, Unary},
+    recv::{RecvBody, Streaming},
+    request::{IntoMessage, Request, RequestHead, Response},
+    send::{MessageSource, Source},
+    status::Status,
+};
+
+/// A boxed future, the allocation a call costs for type erasure.
+pub(crate) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// The response messages of a call, their type erased.
+pub(crate) type BoxSource = Pin<Box<dyn MessageSource>>;
+
+/// What a handler answers: the response head and its messages, or the call's status.
+pub(crate) type Reply = Result<Response<BoxSource>, Status>;
+
+/// The one erased handler type: the request side of a call in, the reply out.
+pub(crate) type Handler = Arc<dyn Fn(Incoming) -> BoxFuture<Reply> + Send + Sync>;
+
+/// The request side of a call, as a handler receives it.
+pub(crate) struct Incoming {
+    pub(crate) body: RecvBody,
+    pub(crate) head: RequestHead,
+}
+
+/// The routing table (full method path to handler) and the interceptors that run before every
+/// handler.
+///
+/// # Examples
+///
+/// ```
+/// use satellite::grpc::{Method, Request, Response, Router, Status, Unary};
+///
+/// #[derive(Clone, PartialEq, prost::Message)]
+/// struct Ping {
+///     #[prost(string, tag = "1")]
+///     text: String,
+/// }
+///
+/// const ECHO: Method<Ping, Ping, Unary> = Method::unary("/demo.Echo/Echo");
+///
+/// let router = Router::new().unary(&ECHO, |request: Request<Ping>| async move {
+///     Ok::<_, Status>(Response::new(request.into_inner()))
+/// });
+/// # let _ = router;
+/// ```
+///
+/// A handler whose kind does not match the method does not compile:
+///
+/// ```compile_fail,E0308
+/// # use satellite::grpc::{Method, Request, Response, Router, ServerStreaming, Status};
+/// # #[derive(Clone, PartialEq, prost::Message)]
+/// # struct Ping {}
+/// const WATCH: Method<Ping, Ping, ServerStreaming> = Method::server_streaming("/demo.Echo/Watch");
+/// let router = Router::new().unary(&WATCH, |request: Request<Ping>| async move {
+///     Ok::<_, Status>(Response::new(request.into_inner()))
+/// });
+/// ```
+#[derive(Clone)]
+pub struct Router {
+    routes: HashMap<String, Handler>,
+    interceptors: Chain<dyn ServerInterceptor>,
+}
+
+impl Router {
+    /// An empty router: every call is UNIMPLEMENTED.
+    pub fn new() -> Self {
+        Self {
+            routes: HashMap::new(),
+            interceptors: Arc::new([]),
+        }
+    }
+
+    /// Registers a unary method: one request message in, one response message out.
+    pub fn unary<Req, Resp, F, Fut>(self, method: &Method<Req, Resp, Unary>, f: F) -> Self
+    where
+        Req: prost::Message + Default + Send + 'static,
+        Resp: prost::Message + Send + 'static,
+        F: Fn(Request<Req>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Response<Resp>, Status>> + Send + 'static,
+    {
+        let f = Arc::new(f);
+        self.route(method.path(), move |incoming: Incoming| {
+            let f = f.clone();
+            Box::pin(async move {
+                let message = Streaming::<Req>::new(incoming.body).one_message().await?;
+                let response = f(Request::from_server(message, incoming.head)).await?;
+                Ok(response.map(one))
+            })
+        })
+    }
+
+    /// Registers a server-streaming method: one request in, a stream of responses out. The
+    /// stream may yield `Resp` or [`Outgoing<Resp>`](crate::grpc::Outgoing) (compression per
+    /// message).
+    pub fn server_streaming<Req, Resp, S, T, F, Fut>(
+        self,
+        method: &Method<Req, Resp, ServerStreaming>,
+        f: F,
+    ) -> Self
+    where
+        Req: prost::Message + Default + Send + 'static,
+        Resp: prost::Message + Send + 'static,
+        S: Stream<Item = Result<T, Status>> + Send + 'static,
+        T: IntoMessage<Resp> + 'static,
+        F: Fn(Request<Req>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Response<S>, Status>> + Send + 'static,
+    {
+        let f = Arc::new(f);
+        self.route(method.path(), move |incoming: Incoming| {
+            let f = f.clone();
+            Box::pin(async move {
+                let message = Streaming::<Req>::new(incoming.body).one_message().await?;
+                let response = f(Request::from_server(message, incoming.head)).await?;
+                Ok(response.map(many::<S, T, Resp>))
+            })
+        })
+    }
+
+    /// Registers a client-streaming method: a stream of requests in, one response out.
+    pub fn client_streaming<Req, Resp, F, Fut>(
+        self,
+        method: &Method<Req, Resp, ClientStreaming>,
+        f: F,
+    ) -> Self
+    where
+        Req: prost::Message + Default + Send + 'static,
+        Resp: prost::Message + Send + 'static,
+        F: Fn(Request<Streaming<Req>>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Response<Resp>, Status>> + Send + 'static,
+    {
+        let f = Arc::new(f);
+        self.route(method.path(), move |incoming: Incoming| {
+            let requests = Streaming::<Req>::new(incoming.body);
+            let response = f(Request::from_server(requests, incoming.head));
+            Box::pin(async move { Ok(response.await?.map(one)) })
+        })
+    }
+
+    /// Registers a bidirectional-streaming method: streams both ways.
+    pub fn bidi_streaming<Req, Resp, S, T, F, Fut>(
+        self,
+        method: &Method<Req, Resp, BidiStreaming>,
+        f: F,
+    ) -> Self
+    where
+        Req: prost::Message + Default + Send + 'static,
+        Resp: prost::Message + Send + 'static,
+        S: Stream<Item = Result<T, Status>> + Send + 'static,
+        T: IntoMessage<Resp> + 'static,
+        F: Fn(Request<Streaming<Req>>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Response<S>, Status>> + Send + 'static,
+    {
+        let f = Arc::new(f);
+        self.route(method.path(), move |incoming: Incoming| {
+            let requests = Streaming::<Req>::new(incoming.body);
+            let response = f(Request::from_server(requests, incoming.head));
+            Box::pin(async move { Ok(response.await?.map(many::<S, T, Resp>)) })
+        })
+    }
+
+    /// Adds an interceptor; interceptors run in the order they were added, before every
+    /// handler of this router.
+    pub fn intercept(mut self, interceptor: impl ServerInterceptor) -> Self {
+        self.interceptors = intercept::append(&self.interceptors, Arc::new(interceptor));
+        self
+    }
+
+    /// Adds every route of `other` (a second service on the same server), and its
+    /// interceptors after this router's; the chain then runs for every route.
+    pub fn merge(mut self, other: Self) -> Self {
+        self.routes.extend(other.routes);
+        for interceptor in other.interceptors.iter() {
+            self.interceptors = intercept::append(&self.interceptors, interceptor.clone());
+        }
+        self
+    }
+
+    fn route<H>(mut self, path: &str, handler: H) -> Self
+    where
+        H: Fn(Incoming) -> BoxFuture<Reply> + Send + Sync + 'static,
+    {
+        self.routes.insert(path.to_owned(), Arc::new(handler));
+        self
+    }
+
+    /// The handler of `path`, or the UNIMPLEMENTED status that says whether the method or the
+    /// whole service is unknown.
+    pub(crate) fn handler(&self, path: &str) -> Result<&Handler, Status> {
+        if let Some(handler) = self.routes.get(path) {
+            return Ok(handler);
+        }
+        let service = service_of(path);
+        let known_service =
+            !service.is_empty() && self.routes.keys().any(|k| service_of(k) == service);
+        Err(if known_service {
+            Status::unimplemented(format!("unknown method {path}"))
+        } else {
+            Status::unimplemented(format!("unknown service for path {path}"))
+        })
+    }
+
+    pub(crate) fn interceptors(&self) -> &Chain<dyn ServerInterceptor> {
+        &self.interceptors
+    }
+}
+
+impl Default for Router {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for Router {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut paths: Vec<_> = self.routes.keys().collect();
+        paths.sort();
+        f.debug_struct("Router")
+            .field("routes", &paths)
+            .field("interceptors", &self.interceptors.len())
+            .finish()
+    }
+}
+
+fn service_of(path: &str) -> &str {
+    path.trim_start_matches('/')
+        .rsplit_once('/')
+        .map_or("", |(s, _)| s)
+}
+
+/// One response message as an erased source.
+fn one<M: prost::Message + Send + 'static>(message: M) -> BoxSource {
+    Box::pin(Source::<_, M>::new(futures_util::stream::once(
+        std::future::ready(Ok::<_, Status>(message)),
+    )))
+}
+
+/// A response stream as an erased source.
+fn many<S, T, M>(stream: S) -> BoxSource
+where
+    S: Stream<Item = Result<T, Status>> + Send + 'static,
+    T: IntoMessage<M> + 'static,
+    M: prost::Message + 'static,
+{
+    Box::pin(Source::<S, M>::new(stream))
+}
