@@ -14,9 +14,10 @@
 use std::hint::black_box;
 use std::time::Duration;
 
+use bytes::BufMut as _;
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use satellite::grpc::fuzz_bridge::bench::{encode_frame, FrameDecoder, PREFIX_LEN};
+use satellite::grpc::fuzz_bridge::{FrameDecoder, PREFIX_LEN};
 
 /// DATA chunk size: h2's default max frame size, 16 KiB.
 const CHUNK: usize = 16 * 1024;
@@ -36,7 +37,9 @@ fn chunks(size: usize) -> (Vec<Bytes>, usize, usize) {
     let payload: Vec<u8> = (0..size).map(|i| i as u8).collect();
     let mut buf = BytesMut::with_capacity(count * (size + PREFIX_LEN));
     for _ in 0..count {
-        encode_frame(&mut buf, false, &payload);
+        buf.put_u8(0);
+        buf.put_u32(size as u32);
+        buf.put_slice(&payload);
     }
     let stream = buf.freeze();
     let total = stream.len();
@@ -53,7 +56,8 @@ fn decode(chunks: &[Bytes], limit: usize) -> usize {
     let mut n = 0;
     for c in chunks {
         dec.push(c.clone());
-        while let Ok(Some(payload)) = dec.next_payload() {
+        while let Ok(Some(frame)) = dec.next_frame() {
+            let payload = frame.payload;
             black_box(&payload);
             n += 1;
         }

@@ -368,7 +368,7 @@ impl ServerInterceptor for CheckHead {
             if head.deadline().is_none() {
                 return Err(Status::invalid_argument("no deadline"));
             }
-            if head.peer().addr.is_none() || head.remote_addr().is_none() {
+            if head.peer().addr.is_none() {
                 return Err(Status::invalid_argument("no peer address"));
             }
             Ok(())

@@ -1,4 +1,4 @@
 #![no_main]
-//! Fuzz target: input layout and invariants at `satellite::grpc::fuzz_bridge::frame_decoder`.
+//! Fuzz target: input layout and invariants at `satellite_testkit::wire::frame_decoder`.
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| satellite::grpc::fuzz_bridge::frame_decoder(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| satellite_testkit::wire::frame_decoder(data));

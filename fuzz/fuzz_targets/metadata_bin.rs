@@ -1,4 +1,4 @@
 #![no_main]
-//! Fuzz target: input layout and invariants at `satellite::grpc::fuzz_bridge::metadata_bin`.
+//! Fuzz target: input layout and invariants at `satellite_testkit::wire::metadata_bin`.
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| satellite::grpc::fuzz_bridge::metadata_bin(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| satellite_testkit::wire::metadata_bin(data));

@@ -7,14 +7,10 @@
 
 use std::io::{Read as _, Write as _};
 
-use bytes::{BufMut as _, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use flate2::{read, write, Compression};
 
-use crate::grpc::{
-    codec::EncodeError,
-    frame::{put_prefix, PREFIX_LEN},
-    metadata::GRPC_ENCODING,
-};
+use crate::grpc::{codec::EncodeError, frame::put_prefix, metadata::GRPC_ENCODING};
 
 /// The encodings we can decode, as sent in `grpc-accept-encoding`.
 pub(crate) const ACCEPT_ENCODING: &str = "gzip,deflate,identity";
@@ -111,45 +107,36 @@ pub(crate) fn encode_compressed(
     buf: &mut BytesMut,
     max_len: usize,
 ) -> Result<(), EncodeError> {
-    let start = buf.len();
-    buf.put_bytes(0, PREFIX_LEN);
-    let writer = buf.split_off(start + PREFIX_LEN).writer();
+    // Compressed into its own buffer first: the prefix needs the compressed length, and a copy
+    // is cheap next to deflating.
     let body = match encoding {
         Encoding::Gzip => {
-            let mut w = write::GzEncoder::new(writer, Compression::default());
+            let mut w = write::GzEncoder::new(Vec::new(), Compression::default());
             w.write_all(message).and_then(|()| w.finish())
         }
         Encoding::Deflate => {
-            let mut w = write::ZlibEncoder::new(writer, Compression::default());
+            let mut w = write::ZlibEncoder::new(Vec::new(), Compression::default());
             w.write_all(message).and_then(|()| w.finish())
         }
-    };
-    let body = match body {
-        Ok(writer) => writer.into_inner(),
-        Err(e) => {
-            buf.truncate(start);
-            return Err(EncodeError::Compress(e));
-        }
-    };
+    }
+    .map_err(EncodeError::Compress)?;
     let len = body.len();
     let Some(len32) = u32::try_from(len).ok().filter(|_| len <= max_len) else {
-        buf.truncate(start);
         return Err(EncodeError::TooLarge {
             len,
             limit: max_len,
             compressed: true,
         });
     };
-    buf.truncate(start);
     put_prefix(buf, true, len32);
-    buf.unsplit(body);
+    buf.extend_from_slice(&body);
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::grpc::frame::FrameDecoder;
+    use crate::grpc::frame::{FrameDecoder, PREFIX_LEN};
 
     #[test]
     fn round_trip_both_encodings() {

@@ -14,10 +14,12 @@ use crate::grpc::{
 };
 
 /// A transport or configuration failure.
+#[derive(Debug)]
 pub struct Error {
     inner: Box<ErrorImpl>,
 }
 
+#[derive(Debug)]
 struct ErrorImpl {
     kind: Kind,
     context: String,
@@ -88,18 +90,6 @@ impl Error {
     /// True when a phase (connect, handshake) ran out of time.
     pub fn is_timeout(&self) -> bool {
         self.inner.kind == Kind::Timeout
-    }
-}
-
-impl fmt::Debug for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut d = f.debug_struct("Error");
-        d.field("kind", &self.inner.kind)
-            .field("context", &self.inner.context);
-        if let Some(cause) = &self.inner.cause {
-            d.field("cause", cause);
-        }
-        d.finish()
     }
 }
 

@@ -12,7 +12,7 @@ use std::fmt;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 /// Length of the message prefix: one flag byte and a big-endian `u32` length.
-pub(crate) const PREFIX_LEN: usize = 5;
+pub const PREFIX_LEN: usize = 5;
 
 /// Default receive limit for one message: 4 MiB, the limit grpc-go, grpc-java and C-core use.
 pub(crate) const DEFAULT_MAX_MESSAGE_SIZE: usize = 4 * 1024 * 1024;
@@ -24,7 +24,7 @@ const FLAG_COMPRESSED: u8 = 0x01;
 
 /// What is wrong with a stream of length-prefixed messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum FrameError {
+pub enum FrameError {
     /// Declared length over the receive limit; reported as soon as the prefix is read.
     TooLarge {
         /// The length the peer declared.
@@ -42,11 +42,11 @@ pub(crate) enum FrameError {
 
 /// One decoded message payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Frame {
+pub struct Frame {
     /// Whether the Compressed-Flag was 1 (the payload uses the negotiated encoding).
-    pub(crate) compressed: bool,
+    pub compressed: bool,
     /// The message bytes, without the prefix.
-    pub(crate) payload: Bytes,
+    pub payload: Bytes,
 }
 
 /// Push-based decoder: DATA chunks in, whole message payloads out.
@@ -57,7 +57,7 @@ pub(crate) struct Frame {
 /// [`next_frame`](Self::next_frame) after every [`push`](Self::push), the bytes held never
 /// exceed the limit plus one chunk.
 #[derive(Debug)]
-pub(crate) struct FrameDecoder {
+pub struct FrameDecoder {
     /// Receive limit for one message, in bytes.
     max_message_size: usize,
     /// Whether a message encoding was negotiated; if not, flag 1 is an error.
@@ -92,7 +92,7 @@ enum State {
 impl FrameDecoder {
     /// max_message_size: receive limit; compression: whether a message encoding was negotiated
     /// (when false, a flag of 1 is CompressedWithoutEncoding).
-    pub(crate) fn new(max_message_size: usize, compression: bool) -> Self {
+    pub fn new(max_message_size: usize, compression: bool) -> Self {
         Self {
             max_message_size,
             compression,
@@ -106,7 +106,7 @@ impl FrameDecoder {
     }
 
     /// Appends one DATA chunk (zero-copy: keeps the Bytes).
-    pub(crate) fn push(&mut self, chunk: Bytes) {
+    pub fn push(&mut self, chunk: Bytes) {
         if matches!(self.state, State::Failed) || chunk.is_empty() {
             return;
         }
@@ -116,7 +116,7 @@ impl FrameDecoder {
 
     /// Next complete message, Ok(None) when more bytes are needed. After an Err it returns that
     /// Err once and then Ok(None) forever (fused), and push() is ignored.
-    pub(crate) fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, FrameError> {
         match self.step() {
             Err(e) => {
                 self.fail();
@@ -128,7 +128,7 @@ impl FrameDecoder {
 
     /// End of stream: Err(Truncated) if a partial prefix or body is buffered (call after draining
     /// next_frame). Ok(()) if clean.
-    pub(crate) fn finish(&mut self) -> Result<(), FrameError> {
+    pub fn finish(&mut self) -> Result<(), FrameError> {
         if matches!(self.state, State::Failed) {
             // The error was already reported once; a fused decoder stays quiet.
             return Ok(());
@@ -145,7 +145,7 @@ impl FrameDecoder {
     }
 
     /// Bytes currently held (for tests / memory accounting).
-    pub(crate) fn buffered(&self) -> usize {
+    pub fn buffered(&self) -> usize {
         self.queued
             + match &self.state {
                 State::Prefix { have, .. } => *have,

@@ -6,7 +6,7 @@
 //! [`CallSummary`]. With none installed nothing of this runs: no head is built, no clock is
 //! read, nothing is counted.
 
-use std::{future::Future, net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
+use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use tokio::time::Instant;
 
@@ -125,11 +125,6 @@ impl CallHead {
     /// The peer: socket address and the verified client certificate's subject.
     pub fn peer(&self) -> &Peer {
         &self.peer
-    }
-
-    /// The peer's socket address, when the transport has one.
-    pub fn remote_addr(&self) -> Option<SocketAddr> {
-        self.peer.addr
     }
 
     /// The deadline from the caller's `grpc-timeout`.

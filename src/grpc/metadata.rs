@@ -103,13 +103,7 @@ impl Metadata {
 
     /// User metadata taken from request/response headers or trailers: reserved names dropped.
     pub fn from_headers(headers: &HeaderMap) -> Self {
-        let mut out = HeaderMap::new();
-        for (name, value) in headers {
-            if !is_reserved(name.as_str()) {
-                out.append(name.clone(), value.clone());
-            }
-        }
-        Self { headers: out }
+        Self::from_header_map(headers.clone())
     }
 
     /// The first value of an ASCII key; None for `-bin` keys or values that are not visible
@@ -242,7 +236,7 @@ impl std::error::Error for MetadataError {}
 
 /// Decodes a `-bin` value: split on ',' first, then base64 with or without padding
 /// (GRPC-NOTES §1.4).
-pub(crate) fn decode_bin(value: &[u8]) -> Result<Vec<u8>, MetadataError> {
+pub fn decode_bin(value: &[u8]) -> Result<Vec<u8>, MetadataError> {
     let mut out = Vec::with_capacity(value.len() / 4 * 3 + 3);
     for part in value.split(|&b| b == b',') {
         // Joined duplicates may carry optional whitespace after the comma (RFC 9110 §5.3).
@@ -255,7 +249,7 @@ pub(crate) fn decode_bin(value: &[u8]) -> Result<Vec<u8>, MetadataError> {
 }
 
 /// Encodes a `-bin` value: standard alphabet, unpadded.
-pub(crate) fn encode_bin(value: &[u8]) -> String {
+pub fn encode_bin(value: &[u8]) -> String {
     BASE64.encode(value)
 }
 

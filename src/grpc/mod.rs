@@ -29,6 +29,9 @@ mod client;
 mod codec;
 mod compression;
 pub(crate) mod error;
+// The wire modules' `pub` items are crate-private but for `fuzz_bridge`, which re-exports
+// them under cfg(fuzzing) and the wire-internals feature.
+#[allow(unreachable_pub)]
 mod frame;
 #[cfg(any(fuzzing, test, feature = "wire-internals"))]
 #[doc(hidden)]
@@ -36,6 +39,7 @@ pub mod fuzz_bridge;
 pub mod health;
 mod intercept;
 mod log;
+#[allow(unreachable_pub)]
 pub(crate) mod metadata;
 mod method;
 mod recv;
@@ -43,7 +47,9 @@ pub mod reflection;
 mod request;
 mod send;
 mod server;
+#[allow(unreachable_pub)]
 mod status;
+#[allow(unreachable_pub)]
 mod timeout;
 pub mod tls;
 

@@ -78,7 +78,7 @@ pub(crate) struct RecvBody {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// Reading DATA.
-    Body { client: bool },
+    Body,
     /// Client only: DATA ended, the trailers (and the status) are next.
     Trailers,
     /// Ended cleanly or after an error was yielded once.
@@ -86,43 +86,14 @@ enum State {
 }
 
 impl RecvBody {
-    /// A server's request body.
-    pub(crate) fn server(
-        body: RecvStream,
-        max_message_size: usize,
-        encoding: Option<Encoding>,
-        counts: Option<Arc<Counts>>,
-    ) -> Self {
-        let mut recv = Self::new(body, max_message_size, None, encoding, Side::Server);
-        recv.state = State::Body { client: false };
-        recv.counts = counts;
-        recv
-    }
-
-    /// A client's response body, ending with trailers.
-    pub(crate) fn client(
-        body: RecvStream,
-        max_message_size: usize,
-        deadline: Option<Instant>,
-        encoding: Option<Encoding>,
-    ) -> Self {
-        Self::new(body, max_message_size, deadline, encoding, Side::Client)
-    }
-
-    /// A client-side body already ended by a Trailers-Only OK response.
-    pub(crate) fn trailers_only(body: RecvStream, trailers: Metadata) -> Self {
-        let mut recv = Self::new(body, 0, None, None, Side::Client);
-        recv.state = State::Done;
-        recv.trailers = Some(trailers);
-        recv
-    }
-
-    fn new(
-        body: RecvStream,
-        max_message_size: usize,
-        deadline: Option<Instant>,
-        encoding: Option<Encoding>,
+    /// The receiving half for `side`: a server's request body, or a client's response body,
+    /// which ends with trailers.
+    pub(crate) fn new(
         side: Side,
+        body: RecvStream,
+        max_message_size: usize,
+        deadline: Option<Instant>,
+        encoding: Option<Encoding>,
     ) -> Self {
         Self {
             body,
@@ -130,12 +101,20 @@ impl RecvBody {
             decoder: FrameDecoder::new(max_message_size, encoding.is_some()),
             encoding,
             max_message_size,
-            state: State::Body { client: true },
+            state: State::Body,
             trailers: None,
             deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
             side,
             counts: None,
         }
+    }
+
+    /// A client-side body already ended by a Trailers-Only OK response.
+    pub(crate) fn trailers_only(body: RecvStream, trailers: Metadata) -> Self {
+        let mut recv = Self::new(Side::Client, body, 0, None, None);
+        recv.state = State::Done;
+        recv.trailers = Some(trailers);
+        recv
     }
 
     /// Counts what is received into `counts` from now on.
@@ -158,10 +137,7 @@ impl RecvBody {
                 Ok(Some(frame)) => {
                     tracing::debug!(target: WIRE_TARGET, direction = "recv", size = frame.payload.len(), compressed = frame.compressed, "message");
                     if let Some(counts) = &self.counts {
-                        counts.messages.fetch_add(1, Ordering::Relaxed);
-                        counts
-                            .bytes
-                            .fetch_add(frame.payload.len() as u64, Ordering::Relaxed);
+                        counts.add((1, frame.payload.len() as u64));
                     }
                     return match (frame.compressed, self.encoding) {
                         (true, Some(encoding)) => {
@@ -181,7 +157,7 @@ impl RecvBody {
                 Err(e) => return self.fail_wire(WireError::Frame(e)),
             }
             match self.state {
-                State::Body { client } => match ready!(self.body.poll_data(cx)) {
+                State::Body => match ready!(self.body.poll_data(cx)) {
                     Some(Ok(chunk)) => {
                         // Give the window back now; the decoder bounds what we hold.
                         let _ = self.body.flow_control().release_capacity(chunk.len());
@@ -192,7 +168,10 @@ impl RecvBody {
                         if let Err(e) = self.decoder.finish() {
                             return self.fail_wire(WireError::Frame(e));
                         }
-                        self.state = if client { State::Trailers } else { State::Done };
+                        self.state = match self.side {
+                            Side::Client => State::Trailers,
+                            Side::Server => State::Done,
+                        };
                     }
                 },
                 State::Trailers => {

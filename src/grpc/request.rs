@@ -29,7 +29,7 @@ pub(crate) struct RequestHead {
 pub struct Request<T> {
     message: T,
     metadata: Metadata,
-    timeout: Option<Duration>,
+    pub(crate) timeout: Option<Duration>,
     deadline: Option<Instant>,
     peer: Option<Arc<Peer>>,
     compression: Option<Encoding>,
@@ -73,10 +73,6 @@ impl<T> Request<T> {
     /// Sets the client-side timeout: sent as `grpc-timeout` and enforced locally.
     pub fn set_timeout(&mut self, timeout: Duration) {
         self.timeout = Some(timeout);
-    }
-
-    pub(crate) fn set_timeout_opt(&mut self, timeout: Option<Duration>) {
-        self.timeout = timeout;
     }
 
     /// Builder form of [`Request::set_timeout`].

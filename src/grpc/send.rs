@@ -42,9 +42,8 @@ const HIGH_WATER: usize = 64 * 1024;
 pub(crate) struct Encoder {
     buf: BytesMut,
     max_message_size: usize,
-    /// The negotiated encoding, and whether messages use it unless they say otherwise.
+    /// The negotiated encoding, which messages use unless they say otherwise.
     encoding: Option<Encoding>,
-    compress_by_default: bool,
     /// Reused for the uncompressed form of a message that is compressed.
     scratch: Vec<u8>,
     side: Side,
@@ -61,9 +60,7 @@ impl Encoder {
         compress: Option<bool>,
     ) -> Result<(), Status> {
         let before = self.buf.len();
-        let encoding = self
-            .encoding
-            .filter(|_| compress.unwrap_or(self.compress_by_default));
+        let encoding = self.encoding.filter(|_| compress.unwrap_or(true));
         match encoding {
             None => codec::encode(msg, &mut self.buf, self.max_message_size),
             Some(encoding) => {
@@ -160,13 +157,12 @@ pub(crate) enum PipeEnd {
 
 impl MessageSink {
     /// A sink for `side` that compresses with `encoding` (when given) every message that does
-    /// not say otherwise, when `compress_by_default`.
+    /// not say otherwise.
     pub(crate) fn new(
         stream: SendStream<Bytes>,
         side: Side,
         max_message_size: usize,
         encoding: Option<Encoding>,
-        compress_by_default: bool,
     ) -> Self {
         Self {
             stream,
@@ -174,7 +170,6 @@ impl MessageSink {
                 buf: BytesMut::new(),
                 max_message_size,
                 encoding,
-                compress_by_default,
                 scratch: Vec::new(),
                 side,
                 messages: 0,

@@ -61,6 +61,29 @@ pub enum Code {
     Unauthenticated = 16,
 }
 
+/// Every code with its canonical name, indexed by number (statuscodes.md).
+#[rustfmt::skip]
+const CODES: [(Code, &str); 17] = [
+    (Code::Ok, "OK"), (Code::Cancelled, "CANCELLED"), (Code::Unknown, "UNKNOWN"),
+    (Code::InvalidArgument, "INVALID_ARGUMENT"), (Code::DeadlineExceeded, "DEADLINE_EXCEEDED"),
+    (Code::NotFound, "NOT_FOUND"), (Code::AlreadyExists, "ALREADY_EXISTS"),
+    (Code::PermissionDenied, "PERMISSION_DENIED"), (Code::ResourceExhausted, "RESOURCE_EXHAUSTED"),
+    (Code::FailedPrecondition, "FAILED_PRECONDITION"), (Code::Aborted, "ABORTED"),
+    (Code::OutOfRange, "OUT_OF_RANGE"), (Code::Unimplemented, "UNIMPLEMENTED"),
+    (Code::Internal, "INTERNAL"), (Code::Unavailable, "UNAVAILABLE"),
+    (Code::DataLoss, "DATA_LOSS"), (Code::Unauthenticated, "UNAUTHENTICATED"),
+];
+
+/// `Status` constructors, one per code: `name => Code`.
+macro_rules! constructors {
+    ($($(#[$doc:meta])* $name:ident => $code:ident,)*) => {$(
+        $(#[$doc])*
+        pub fn $name(message: impl Into<String>) -> Self {
+            Self::new(Code::$code, message)
+        }
+    )*};
+}
+
 /// The outcome of an RPC: a code, a message and optional opaque details.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Status {
@@ -78,26 +101,10 @@ struct Inner {
 impl Code {
     /// The code for a number; anything outside 0..=16 is `Unknown`.
     pub fn from_i32(v: i32) -> Self {
-        match v {
-            0 => Self::Ok,
-            1 => Self::Cancelled,
-            2 => Self::Unknown,
-            3 => Self::InvalidArgument,
-            4 => Self::DeadlineExceeded,
-            5 => Self::NotFound,
-            6 => Self::AlreadyExists,
-            7 => Self::PermissionDenied,
-            8 => Self::ResourceExhausted,
-            9 => Self::FailedPrecondition,
-            10 => Self::Aborted,
-            11 => Self::OutOfRange,
-            12 => Self::Unimplemented,
-            13 => Self::Internal,
-            14 => Self::Unavailable,
-            15 => Self::DataLoss,
-            16 => Self::Unauthenticated,
-            _ => Self::Unknown,
-        }
+        usize::try_from(v)
+            .ok()
+            .and_then(|i| CODES.get(i))
+            .map_or(Self::Unknown, |&(code, _)| code)
     }
 
     /// The code in a `grpc-status` value: decimal ASCII, no sign; anything bad is `Unknown`.
@@ -120,25 +127,7 @@ impl Code {
 
     /// The canonical name, as in statuscodes.md (`"OUT_OF_RANGE"`).
     pub fn name(self) -> &'static str {
-        match self {
-            Self::Ok => "OK",
-            Self::Cancelled => "CANCELLED",
-            Self::Unknown => "UNKNOWN",
-            Self::InvalidArgument => "INVALID_ARGUMENT",
-            Self::DeadlineExceeded => "DEADLINE_EXCEEDED",
-            Self::NotFound => "NOT_FOUND",
-            Self::AlreadyExists => "ALREADY_EXISTS",
-            Self::PermissionDenied => "PERMISSION_DENIED",
-            Self::ResourceExhausted => "RESOURCE_EXHAUSTED",
-            Self::FailedPrecondition => "FAILED_PRECONDITION",
-            Self::Aborted => "ABORTED",
-            Self::OutOfRange => "OUT_OF_RANGE",
-            Self::Unimplemented => "UNIMPLEMENTED",
-            Self::Internal => "INTERNAL",
-            Self::Unavailable => "UNAVAILABLE",
-            Self::DataLoss => "DATA_LOSS",
-            Self::Unauthenticated => "UNAUTHENTICATED",
-        }
+        CODES[self as usize].1
     }
 }
 
@@ -165,84 +154,40 @@ impl Status {
         Self::new(Code::Ok, "")
     }
 
-    /// A `CANCELLED` status.
-    pub fn cancelled(message: impl Into<String>) -> Self {
-        Self::new(Code::Cancelled, message)
-    }
-
-    /// An `UNKNOWN` status.
-    pub fn unknown(message: impl Into<String>) -> Self {
-        Self::new(Code::Unknown, message)
-    }
-
-    /// An `INVALID_ARGUMENT` status.
-    pub fn invalid_argument(message: impl Into<String>) -> Self {
-        Self::new(Code::InvalidArgument, message)
-    }
-
-    /// A `DEADLINE_EXCEEDED` status.
-    pub fn deadline_exceeded(message: impl Into<String>) -> Self {
-        Self::new(Code::DeadlineExceeded, message)
-    }
-
-    /// A `NOT_FOUND` status.
-    pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(Code::NotFound, message)
-    }
-
-    /// An `ALREADY_EXISTS` status.
-    pub fn already_exists(message: impl Into<String>) -> Self {
-        Self::new(Code::AlreadyExists, message)
-    }
-
-    /// A `PERMISSION_DENIED` status.
-    pub fn permission_denied(message: impl Into<String>) -> Self {
-        Self::new(Code::PermissionDenied, message)
-    }
-
-    /// A `RESOURCE_EXHAUSTED` status.
-    pub fn resource_exhausted(message: impl Into<String>) -> Self {
-        Self::new(Code::ResourceExhausted, message)
-    }
-
-    /// A `FAILED_PRECONDITION` status.
-    pub fn failed_precondition(message: impl Into<String>) -> Self {
-        Self::new(Code::FailedPrecondition, message)
-    }
-
-    /// An `ABORTED` status.
-    pub fn aborted(message: impl Into<String>) -> Self {
-        Self::new(Code::Aborted, message)
-    }
-
-    /// An `OUT_OF_RANGE` status.
-    pub fn out_of_range(message: impl Into<String>) -> Self {
-        Self::new(Code::OutOfRange, message)
-    }
-
-    /// An `UNIMPLEMENTED` status.
-    pub fn unimplemented(message: impl Into<String>) -> Self {
-        Self::new(Code::Unimplemented, message)
-    }
-
-    /// An `INTERNAL` status.
-    pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(Code::Internal, message)
-    }
-
-    /// An `UNAVAILABLE` status.
-    pub fn unavailable(message: impl Into<String>) -> Self {
-        Self::new(Code::Unavailable, message)
-    }
-
-    /// A `DATA_LOSS` status.
-    pub fn data_loss(message: impl Into<String>) -> Self {
-        Self::new(Code::DataLoss, message)
-    }
-
-    /// An `UNAUTHENTICATED` status.
-    pub fn unauthenticated(message: impl Into<String>) -> Self {
-        Self::new(Code::Unauthenticated, message)
+    // One constructor per code, documented by the line above it.
+    constructors! {
+        /// A `CANCELLED` status.
+        cancelled => Cancelled,
+        /// An `UNKNOWN` status.
+        unknown => Unknown,
+        /// An `INVALID_ARGUMENT` status.
+        invalid_argument => InvalidArgument,
+        /// A `DEADLINE_EXCEEDED` status.
+        deadline_exceeded => DeadlineExceeded,
+        /// A `NOT_FOUND` status.
+        not_found => NotFound,
+        /// An `ALREADY_EXISTS` status.
+        already_exists => AlreadyExists,
+        /// A `PERMISSION_DENIED` status.
+        permission_denied => PermissionDenied,
+        /// A `RESOURCE_EXHAUSTED` status.
+        resource_exhausted => ResourceExhausted,
+        /// A `FAILED_PRECONDITION` status.
+        failed_precondition => FailedPrecondition,
+        /// An `ABORTED` status.
+        aborted => Aborted,
+        /// An `OUT_OF_RANGE` status.
+        out_of_range => OutOfRange,
+        /// An `UNIMPLEMENTED` status.
+        unimplemented => Unimplemented,
+        /// An `INTERNAL` status.
+        internal => Internal,
+        /// An `UNAVAILABLE` status.
+        unavailable => Unavailable,
+        /// A `DATA_LOSS` status.
+        data_loss => DataLoss,
+        /// An `UNAUTHENTICATED` status.
+        unauthenticated => Unauthenticated,
     }
 
     /// The same status carrying `details` (sent as `grpc-status-details-bin`).
@@ -286,8 +231,10 @@ impl Status {
             headers.remove(GRPC_STATUS_DETAILS_BIN);
         }
         // "grpc-status must be in the trailers even for OK" (GRPC-NOTES §1.5).
-        let code = usize::try_from(self.code().as_i32()).unwrap_or(2);
-        headers.insert(GRPC_STATUS, HeaderValue::from_static(DECIMAL[code.min(16)]));
+        headers.insert(
+            GRPC_STATUS,
+            HeaderValue::from_static(DECIMAL[self.code() as usize]),
+        );
         let message = truncate(self.message(), MAX_MESSAGE_BYTES);
         if !message.is_empty() {
             // Percent-encoding leaves only visible ASCII, which a HeaderValue always accepts;
@@ -368,7 +315,7 @@ impl fmt::Display for Status {
 impl std::error::Error for Status {}
 
 /// Percent-encodes a `grpc-message`: bytes outside 0x20..=0x7E and '%' become %XX uppercase.
-pub(crate) fn percent_encode(message: &str) -> String {
+pub fn percent_encode(message: &str) -> String {
     // PROTOCOL-HTTP2.md: "Percent-Encoded ... any byte outside %x20-%x7E, and %, as %XX".
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let mut out = String::with_capacity(message.len());
@@ -386,7 +333,7 @@ pub(crate) fn percent_encode(message: &str) -> String {
 
 /// Decodes a `grpc-message` leniently: a bad `%` escape is kept literally, invalid UTF-8 is
 /// replaced lossily.
-pub(crate) fn percent_decode(value: &[u8]) -> String {
+pub fn percent_decode(value: &[u8]) -> String {
     // PROTOCOL-HTTP2.md asks decoders to accept bad encodings rather than fail the call.
     let mut out = Vec::with_capacity(value.len());
     let mut i = 0;
@@ -401,10 +348,7 @@ pub(crate) fn percent_decode(value: &[u8]) -> String {
         out.push(value[i]);
         i += 1;
     }
-    match String::from_utf8(out) {
-        Ok(s) => s,
-        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-    }
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 /// The longest prefix of `s` of at most `max` bytes that ends on a char boundary.
@@ -420,17 +364,12 @@ fn truncate(s: &str, max: usize) -> &str {
 }
 
 fn hex_val(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
+    char::from(b).to_digit(16).map(|d| d as u8)
 }
 
 /// Truncation used by `write_headers`, exposed for the fuzz round trip.
-#[cfg(any(fuzzing, test))]
-pub(crate) fn capped_message(message: &str) -> &str {
+#[cfg(any(fuzzing, test, feature = "wire-internals"))]
+pub fn capped_message(message: &str) -> &str {
     truncate(message, MAX_MESSAGE_BYTES)
 }
 
@@ -445,6 +384,19 @@ mod tests {
     }
 
     // statuscodes.md: numbering and names.
+    // Rule: the name table is indexed by the code's number.
+    #[test]
+    fn every_code_round_trips_through_its_number_and_name() {
+        for n in 0..17 {
+            let code = Code::from_i32(n);
+            assert_eq!(code.as_i32(), n);
+            assert_eq!(CODES[n as usize].0, code, "{}", code.name());
+        }
+        assert_eq!(Code::OutOfRange.name(), "OUT_OF_RANGE");
+        assert_eq!(Code::from_i32(17), Code::Unknown);
+        assert_eq!(Code::from_i32(-1), Code::Unknown);
+    }
+
     #[test]
     fn codes_number_and_name() {
         for (i, c) in all_codes().into_iter().enumerate() {

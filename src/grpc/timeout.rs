@@ -25,7 +25,7 @@ const UNITS: [(u8, u128); 6] = [
 
 /// Why a `grpc-timeout` value was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum TimeoutError {
+pub enum TimeoutError {
     /// No digits (empty value, or a unit alone).
     Empty,
     /// More than 8 digits.
@@ -37,7 +37,7 @@ pub(crate) enum TimeoutError {
 }
 
 /// Parses a grpc-timeout value: 1-8 ASCII digits then one of H M S m u n; nothing else.
-pub(crate) fn parse(value: &[u8]) -> Result<Duration, TimeoutError> {
+pub fn parse(value: &[u8]) -> Result<Duration, TimeoutError> {
     let Some((&unit, digits)) = value.split_last() else {
         return Err(TimeoutError::Empty);
     };
@@ -64,7 +64,7 @@ pub(crate) fn parse(value: &[u8]) -> Result<Duration, TimeoutError> {
 
 /// Formats a deadline: the most precise unit whose value fits in 8 digits, rounding up, never
 /// "0" for a positive duration (zero duration -> "0n").
-pub(crate) fn format(d: Duration) -> String {
+pub fn format(d: Duration) -> String {
     let nanos = d.as_nanos();
     for (unit, nanos_per_unit) in UNITS {
         // Round up: a deadline sent early is harmless, one sent late is not, and a positive
@@ -92,8 +92,8 @@ impl fmt::Display for TimeoutError {
 impl std::error::Error for TimeoutError {}
 
 /// The longest timeout `format` can express exactly: 99 999 999 hours.
-#[cfg(any(fuzzing, test))]
-pub(crate) const MAX_TIMEOUT: Duration = Duration::from_secs(MAX_VALUE * 3_600);
+#[cfg(any(fuzzing, test, feature = "wire-internals"))]
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(MAX_VALUE * 3_600);
 
 fn from_nanos(n: u128) -> Duration {
     const NANOS_PER_SEC: u128 = 1_000_000_000;

@@ -32,13 +32,7 @@ impl Identity {
     /// # Errors
     /// A TLS error naming which part could not be parsed.
     pub fn from_pem(cert_pem: &[u8], key_pem: &[u8]) -> Result<Self, Error> {
-        let chain = certs_from_pem(cert_pem, "certificate")?;
-        let key = PrivateKeyDer::from_pem_slice(key_pem)
-            .map_err(|e| Error::tls("cannot parse the private key PEM").with(e))?;
-        Ok(Self {
-            chain,
-            key: Arc::new(key),
-        })
+        Self::parse(cert_pem, key_pem, "certificate", "the key PEM")
     }
 
     /// Reads a certificate chain and private key from PEM files.
@@ -46,12 +40,19 @@ impl Identity {
     /// # Errors
     /// An I/O or TLS error naming the file.
     pub fn from_pem_files(cert: &Path, key: &Path) -> Result<Self, Error> {
-        let cert_pem = read(cert)?;
-        let key_pem = read(key)?;
-        let chain = certs_from_pem(&cert_pem, &cert.display().to_string())?;
-        let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
-            Error::tls(format!("cannot parse a private key in {}", key.display())).with(e)
-        })?;
+        let (cert_pem, key_pem) = (read(cert)?, read(key)?);
+        Self::parse(
+            &cert_pem,
+            &key_pem,
+            &cert.display().to_string(),
+            &key.display().to_string(),
+        )
+    }
+
+    fn parse(cert_pem: &[u8], key_pem: &[u8], cert: &str, key: &str) -> Result<Self, Error> {
+        let chain = certs_from_pem(cert_pem, cert)?;
+        let key = PrivateKeyDer::from_pem_slice(key_pem)
+            .map_err(|e| Error::tls(format!("cannot parse a private key in {key}")).with(e))?;
         Ok(Self {
             chain,
             key: Arc::new(key),

@@ -169,14 +169,14 @@ impl Channel {
             }
         }
         *request.metadata_mut() = head.metadata;
-        request.set_timeout_opt(head.timeout);
+        request.timeout = head.timeout;
         Ok(Some(observer))
     }
 
     /// The request side's sink: the call's compression, else the endpoint's.
     fn sink<T>(&self, send: SendStream<Bytes>, request: &Request<T>) -> MessageSink {
         let max = self.inner.endpoint.max_send_message_size;
-        MessageSink::new(send, Side::Client, max, self.compression_of(request), true)
+        MessageSink::new(send, Side::Client, max, self.compression_of(request))
     }
 
     /// Sends the one request message of a unary or server-streaming call, with END_STREAM.
@@ -328,7 +328,7 @@ impl Channel {
             // Trailers-Only: the head is also the end of the call.
             Some(status) if !status.is_ok() => return Err(status),
             Some(_) => RecvBody::trailers_only(body, metadata.clone()),
-            None => RecvBody::client(body, max, deadline, encoding),
+            None => RecvBody::new(Side::Client, body, max, deadline, encoding),
         };
         if let Some(observer) = observer {
             recv.count_into(observer.received.clone());

@@ -89,12 +89,8 @@ impl Channel {
             .addr
             .parse()
             .map_err(|e| Error::config(format!("invalid address {:?}", endpoint.addr)).with(e))?;
-        if endpoint.tls_key_log {
-            if let Some(tls) = &mut endpoint.tls {
-                let mut config = (**tls).clone();
-                config.key_log = Arc::new(rustls::KeyLogFile::new());
-                *tls = Arc::new(config);
-            }
+        if let (true, Some(tls)) = (endpoint.tls_key_log, &mut endpoint.tls) {
+            Arc::make_mut(tls).key_log = Arc::new(rustls::KeyLogFile::new());
         }
         let scheme = if endpoint.tls.is_some() {
             Scheme::HTTPS

@@ -108,27 +108,24 @@ async fn serve(
     deadline: &mut Option<Pin<&mut Sleep>>,
     received: Option<Arc<Counts>>,
 ) -> (Status, (u64, u64)) {
-    for interceptor in interceptors.iter() {
-        let before = watch(respond, deadline.as_mut(), interceptor.before(head)).await;
-        match before {
-            Some(Ok(())) => {}
-            Some(Err(status)) => {
-                answer_status(respond, &status, None, &head.response_metadata);
-                return (status, (0, 0));
-            }
-            None => return (Status::cancelled("cancelled by the peer"), (0, 0)),
+    // Interceptors, then the handler: all under the deadline and the peer's cancel.
+    let work = async {
+        for interceptor in interceptors.iter() {
+            interceptor.before(head).await?;
         }
-    }
-    let incoming = Incoming {
-        body: RecvBody::server(body, limits.max_recv, head.encoding, received),
-        head: RequestHead {
+        let mut body = RecvBody::new(Side::Server, body, limits.max_recv, None, head.encoding);
+        if let Some(received) = received {
+            body.count_into(received);
+        }
+        let head = RequestHead {
             metadata: std::mem::take(&mut head.metadata),
             deadline: head.deadline,
             peer: head.peer.clone(),
             encoding: head.encoding,
-        },
+        };
+        handler(Incoming { body, head }).await
     };
-    let reply = match watch(respond, deadline.as_mut(), handler(incoming)).await {
+    let reply = match watch(respond, deadline.as_mut(), work).await {
         Some(Ok(reply)) => reply,
         Some(Err(status)) => {
             answer_status(respond, &status, None, &head.response_metadata);
@@ -234,7 +231,6 @@ fn send_headers(
             Side::Server,
             limits.max_send,
             compression,
-            true,
         )),
         Err(e) => {
             tracing::debug!(error = %e, "cannot send response headers");

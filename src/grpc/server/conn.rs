@@ -10,19 +10,20 @@ use std::{
         atomic::{AtomicUsize, Ordering},
         Arc,
     },
-    task::{Context, Poll},
+    task::Poll,
     time::Duration,
 };
 
 use bytes::Bytes;
 use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
+    io::{AsyncRead, AsyncWrite},
     net::TcpStream,
     sync::watch,
     task::JoinSet,
     time::{Instant, Sleep},
 };
 
+use tokio_util::io::InspectReader;
 use tracing::Instrument as _;
 
 use crate::grpc::{
@@ -49,12 +50,13 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn new(config: ServerConfig, router: Router) -> Self {
         let tls = match &config.transport {
-            Transport::Tls(cfg) if config.tls_key_log => {
-                let mut cfg = (**cfg).clone();
-                cfg.key_log = Arc::new(rustls::KeyLogFile::new());
-                Some(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
+            Transport::Tls(cfg) => {
+                let mut cfg = cfg.clone();
+                if config.tls_key_log {
+                    Arc::make_mut(&mut cfg).key_log = Arc::new(rustls::KeyLogFile::new());
+                }
+                Some(tokio_rustls::TlsAcceptor::from(cfg))
             }
-            Transport::Tls(cfg) => Some(tokio_rustls::TlsAcceptor::from(cfg.clone())),
             Transport::Plaintext => None,
         };
         let mut builder = h2::server::Builder::new();
@@ -88,11 +90,12 @@ impl std::fmt::Debug for Shared {
 /// Serves one accepted TCP connection to its end.
 pub(crate) async fn serve(
     socket: TcpStream,
-    addr: Option<SocketAddr>,
+    addr: SocketAddr,
     shared: Arc<Shared>,
     stop: watch::Receiver<bool>,
 ) {
-    let span = tracing::debug_span!("conn", peer = %Addr(addr), identity = tracing::field::Empty);
+    let span = tracing::debug_span!("conn", peer = %addr, identity = tracing::field::Empty);
+    let addr = Some(addr);
     let Some(acceptor) = shared.tls.clone() else {
         let peer = Arc::new(Peer {
             addr,
@@ -154,7 +157,16 @@ where
     // RFC 9113 §3.4: the client preface is the magic *and* a SETTINGS frame, but h2's handshake
     // ends after the magic; a peer that stops there must not hold the connection forever.
     let preface_deadline = Instant::now() + config.handshake_timeout;
-    let (io, read) = ReadCount::new(io);
+    // Counts the bytes read, up to about PREFACE_WITH_SETTINGS.
+    let read = Arc::new(AtomicUsize::new(0));
+    let io = InspectReader::new(io, {
+        let read = read.clone();
+        move |bytes: &[u8]| {
+            if read.load(Ordering::Relaxed) < PREFACE_WITH_SETTINGS {
+                read.fetch_add(bytes.len(), Ordering::Relaxed);
+            }
+        }
+    });
     let handshake = tokio::time::timeout(
         config.handshake_timeout,
         shared.builder.handshake::<_, Bytes>(io),
@@ -176,63 +188,54 @@ where
         max_send: config.max_send_message_size,
     };
     let mut calls = JoinSet::new();
-    let mut timers = Timers::new(config, &peer);
+    let mut timers = Timers::new(config, &peer, preface_deadline);
     let mut ping_pong = connection.ping_pong();
-    let mut draining = false;
     if *stop.borrow() {
-        timers.drain(
-            &mut connection,
-            &mut draining,
-            config.shutdown_grace,
-            "shutdown",
-        );
+        timers.drain(&mut connection, config.shutdown_grace, "shutdown");
     }
-    let mut preface_timer = Box::pin(tokio::time::sleep_until(preface_deadline));
-    let mut preface_done = false;
+    let draining = |timers: &Timers| timers.grace.is_some();
     loop {
         tokio::select! {
             biased;
-            () = &mut preface_timer, if !preface_done => {
+            () = expired(&mut timers.preface) => {
                 if read.load(Ordering::Relaxed) < PREFACE_WITH_SETTINGS {
                     tracing::debug!("no SETTINGS after the preface; closing");
                     break;
                 }
-                preface_done = true;
+                timers.preface = None;
             }
-            changed = stop.changed(), if !draining => {
+            changed = stop.changed(), if !draining(&timers) => {
                 if changed.is_err() || *stop.borrow() {
-                    timers.drain(&mut connection, &mut draining, config.shutdown_grace, "shutdown");
+                    timers.drain(&mut connection, config.shutdown_grace, "shutdown");
                 }
             }
-            () = &mut timers.grace, if draining => {
+            () = expired(&mut timers.grace) => {
                 tracing::debug!(calls = calls.len(), "grace period over; closing");
                 break;
             }
-            () = &mut timers.age, if timers.age_armed && !draining => {
-                timers.drain(&mut connection, &mut draining, config.max_connection_age_grace, "max connection age");
+            () = expired(&mut timers.age), if !draining(&timers) => {
+                timers.drain(&mut connection, config.max_connection_age_grace, "max connection age");
             }
-            () = &mut timers.idle, if timers.idle_armed && calls.is_empty() && !draining => {
-                timers.drain(&mut connection, &mut draining, config.max_connection_age_grace, "max connection idle");
+            () = expired(&mut timers.idle), if calls.is_empty() && !draining(&timers) => {
+                timers.drain(&mut connection, config.max_connection_age_grace, "max connection idle");
             }
-            () = &mut timers.ping, if timers.keepalive.is_some() && ping_pong.is_some() => {
+            () = expired(&mut timers.ping), if ping_pong.is_some() => {
                 if timers.awaiting_pong {
                     // A8: no PONG within the timeout means the peer or the path is dead.
                     tracing::debug!("keepalive ping timed out; closing");
                     break;
                 }
-                if let (Some(pp), Some((_, timeout))) = (ping_pong.as_mut(), timers.keepalive) {
-                    if pp.send_ping(h2::Ping::opaque()).is_ok() {
-                        timers.awaiting_pong = true;
-                        timers.ping.as_mut().reset(Instant::now() + timeout);
-                    }
+                if ping_pong.as_mut().is_some_and(|pp| pp.send_ping(h2::Ping::opaque()).is_ok()) {
+                    timers.awaiting_pong = true;
+                    timers.ping = after(Some(config.keepalive_timeout));
                 }
             }
             pong = poll_pong(ping_pong.as_mut()), if timers.awaiting_pong => {
                 timers.awaiting_pong = false;
                 if pong.is_err() {
                     ping_pong = None;
-                } else if let Some((interval, _)) = timers.keepalive {
-                    timers.ping.as_mut().reset(Instant::now() + interval);
+                } else {
+                    timers.ping = after(config.keepalive_interval);
                 }
             }
             Some(joined) = calls.join_next(), if !calls.is_empty() => {
@@ -315,103 +318,28 @@ where
 /// timeout.
 const PREFACE_WITH_SETTINGS: usize = 24 + 9;
 
-/// Counts the bytes read from a connection, up to about [`PREFACE_WITH_SETTINGS`].
-struct ReadCount<IO> {
-    io: IO,
-    read: Arc<AtomicUsize>,
-}
-
-impl<IO> ReadCount<IO> {
-    fn new(io: IO) -> (Self, Arc<AtomicUsize>) {
-        let read = Arc::new(AtomicUsize::new(0));
-        (
-            Self {
-                io,
-                read: read.clone(),
-            },
-            read,
-        )
-    }
-}
-
-impl<IO: AsyncRead + Unpin> AsyncRead for ReadCount<IO> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let poll = Pin::new(&mut self.io).poll_read(cx, buf);
-        let n = buf.filled().len() - before;
-        if n > 0 && self.read.load(Ordering::Relaxed) < PREFACE_WITH_SETTINGS {
-            self.read.fetch_add(n, Ordering::Relaxed);
-        }
-        poll
-    }
-}
-
-impl<IO: AsyncWrite + Unpin> AsyncWrite for ReadCount<IO> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-}
-
-/// The timers of one connection: shutdown grace, max age (with jitter), max idle, keepalive.
+/// The timers of one connection; `None` is a timer that is off.
 struct Timers {
-    grace: Pin<Box<Sleep>>,
-    age: Pin<Box<Sleep>>,
-    age_armed: bool,
-    idle: Pin<Box<Sleep>>,
-    idle_armed: bool,
-    ping: Pin<Box<Sleep>>,
-    keepalive: Option<(Duration, Duration)>,
+    /// The preface must be whole by then (RFC 9113 §3.4).
+    preface: Option<Pin<Box<Sleep>>>,
+    /// Set once draining: calls in flight must end by then.
+    grace: Option<Pin<Box<Sleep>>>,
+    age: Option<Pin<Box<Sleep>>>,
+    idle: Option<Pin<Box<Sleep>>>,
+    /// The next keepalive ping, or the answer awaited for the last one.
+    ping: Option<Pin<Box<Sleep>>>,
     awaiting_pong: bool,
 }
 
 impl Timers {
-    fn new(config: &ServerConfig, peer: &Peer) -> Self {
-        let now = Instant::now();
-        // A9: +-10 % jitter spreads reconnects of connections opened together.
-        let age = config.max_connection_age.map(|age| now + jitter(age, peer));
-        let idle = config.max_connection_idle.map(|idle| now + idle);
-        let keepalive = config
-            .keepalive_interval
-            .map(|i| (i, config.keepalive_timeout));
-        let far = now + Duration::from_secs(86_400 * 365);
+    fn new(config: &ServerConfig, peer: &Peer, preface: Instant) -> Self {
         Self {
-            grace: Box::pin(tokio::time::sleep_until(far)),
-            age: Box::pin(tokio::time::sleep_until(age.unwrap_or(far))),
-            age_armed: age.is_some(),
-            idle: Box::pin(tokio::time::sleep_until(idle.unwrap_or(far))),
-            idle_armed: idle.is_some(),
-            ping: Box::pin(tokio::time::sleep_until(
-                keepalive.map_or(far, |(i, _)| now + i),
-            )),
-            keepalive,
+            preface: Some(Box::pin(tokio::time::sleep_until(preface))),
+            grace: None,
+            // A9: +-10 % jitter spreads reconnects of connections opened together.
+            age: after(config.max_connection_age.map(|age| jitter(age, peer))),
+            idle: after(config.max_connection_idle),
+            ping: after(config.keepalive_interval),
             awaiting_pong: false,
         }
     }
@@ -420,7 +348,6 @@ impl Timers {
     fn drain<IO>(
         &mut self,
         connection: &mut h2::server::Connection<IO, Bytes>,
-        draining: &mut bool,
         grace: Duration,
         why: &str,
     ) where
@@ -428,14 +355,24 @@ impl Timers {
     {
         tracing::debug!(why, "draining the connection");
         connection.graceful_shutdown();
-        *draining = true;
-        self.grace.as_mut().reset(Instant::now() + grace);
+        self.grace = after(Some(grace));
     }
 
     fn rearm_idle(&mut self, config: &ServerConfig) {
-        if let Some(idle) = config.max_connection_idle {
-            self.idle.as_mut().reset(Instant::now() + idle);
-        }
+        self.idle = after(config.max_connection_idle);
+    }
+}
+
+/// A timer that fires `d` from now, or none.
+fn after(d: Option<Duration>) -> Option<Pin<Box<Sleep>>> {
+    d.map(|d| Box::pin(tokio::time::sleep(d)))
+}
+
+/// Waits for `timer` to fire; forever when it is off.
+async fn expired(timer: &mut Option<Pin<Box<Sleep>>>) {
+    match timer {
+        Some(timer) => timer.as_mut().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -454,16 +391,4 @@ fn jitter(d: Duration, peer: &Peer) -> Duration {
     std::time::SystemTime::now().hash(&mut hasher);
     let unit = (hasher.finish() % 2001) as f64 / 1000.0 - 1.0; // [-1, 1]
     d.mul_f64(1.0 + 0.1 * unit)
-}
-
-/// A peer address for logs: `127.0.0.1:5000`, or `-` when the transport has none.
-struct Addr(Option<SocketAddr>);
-
-impl std::fmt::Display for Addr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            Some(addr) => addr.fmt(f),
-            None => f.write_str("-"),
-        }
-    }
 }

@@ -73,7 +73,7 @@ pub async fn run(
                 let shared = shared.clone();
                 let stop = stop_rx.clone();
                 connections.spawn(async move {
-                    conn::serve(socket, Some(addr), shared, stop).await;
+                    conn::serve(socket, addr, shared, stop).await;
                     drop(permit);
                 });
             }

@@ -92,14 +92,11 @@ impl Router {
         F: Fn(Request<Req>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Response<Resp>, Status>> + Send + 'static,
     {
-        let f = Arc::new(f);
-        self.route(method.path(), move |incoming: Incoming| {
-            let f = f.clone();
-            Box::pin(async move {
-                let message = Streaming::<Req>::new(incoming.body).one_message().await?;
-                let response = f(Request::from_server(message, incoming.head)).await?;
-                Ok(response.map(one))
-            })
+        // A server-streaming call whose response is one message.
+        let method = Method::<Req, Resp, ServerStreaming>::server_streaming(method.path());
+        self.server_streaming(&method, move |request| {
+            let response = f(request);
+            async move { Ok(response.await?.map(once)) }
         })
     }
 
@@ -142,11 +139,11 @@ impl Router {
         F: Fn(Request<Streaming<Req>>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Response<Resp>, Status>> + Send + 'static,
     {
-        let f = Arc::new(f);
-        self.route(method.path(), move |incoming: Incoming| {
-            let requests = Streaming::<Req>::new(incoming.body);
-            let response = f(Request::from_server(requests, incoming.head));
-            Box::pin(async move { Ok(response.await?.map(one)) })
+        // A bidirectional call whose response is one message.
+        let method = Method::<Req, Resp, BidiStreaming>::bidi_streaming(method.path());
+        self.bidi_streaming(&method, move |request| {
+            let response = f(request);
+            async move { Ok(response.await?.map(once)) }
         })
     }
 
@@ -241,11 +238,9 @@ fn service_of(path: &str) -> &str {
         .map_or("", |(s, _)| s)
 }
 
-/// One response message as an erased source.
-fn one<M: prost::Message + Send + 'static>(message: M) -> BoxSource {
-    Box::pin(Source::<_, M>::new(futures_util::stream::once(
-        std::future::ready(Ok::<_, Status>(message)),
-    )))
+/// One response message as a stream.
+fn once<M>(message: M) -> futures_util::stream::Once<std::future::Ready<Result<M, Status>>> {
+    futures_util::stream::once(std::future::ready(Ok(message)))
 }
 
 /// A response stream as an erased source.

@@ -16,11 +16,14 @@
 //!   length-prefixed messages.
 //! - [`peer`]: [`RawPeer`], a raw client on any byte stream that records what the server sent.
 //! - [`server_e2e`]: the end-to-end fuzz function, shared by `fuzz/` and `tests/fuzz_seeds.rs`.
+//! - [`wire`]: the sans-IO fuzz functions (frame decoder, `grpc-timeout`, status trailers,
+//!   `-bin` metadata), over the internals that `satellite::grpc::fuzz_bridge` exposes.
 
 pub mod frame;
 pub mod grpc;
 pub mod hpack;
 pub mod peer;
+pub mod wire;
 
 mod e2e;
 
