@@ -396,8 +396,8 @@ async fn the_call_head_carries_deadline_and_peer() {
 
 // ===== the first poll of a call =====
 
-/// A router whose `Block` handler computes (blocks its thread) until `Release` is called or
-/// `patience` passes, answering which came first.
+/// A router whose `Block` handler computes (blocks its thread, announced to tokio with
+/// `block_in_place`) until `Release` is called or `patience` passes, answering which came first.
 fn blocking_router(patience: Duration) -> Router {
     let (tx, rx) = std::sync::mpsc::channel::<()>();
     let rx = Arc::new(Mutex::new(rx));
@@ -406,8 +406,12 @@ fn blocking_router(patience: Duration) -> Router {
         .unary(&BLOCK, move |_req: Request<Msg>| {
             let rx = rx.clone();
             async move {
-                // No await before this: the first poll runs it.
-                let released = rx.lock().unwrap().recv_timeout(patience).is_ok();
+                // No await before this: the first poll runs it. `block_in_place` is how a
+                // handler tells tokio it computes (tokio never preempts a task); it moves the
+                // worker's other tasks elsewhere, but cannot move the task it is called from.
+                let released = tokio::task::block_in_place(|| {
+                    rx.lock().unwrap().recv_timeout(patience).is_ok()
+                });
                 Ok(Response::new(msg(if released {
                     "released"
                 } else {

@@ -51,11 +51,11 @@ pub(crate) async fn run(
     body: RecvStream,
     mut respond: SendResponse<Bytes>,
     handler: Handler,
-    interceptors: Chain<dyn ServerInterceptor>,
+    interceptors: Option<Chain<dyn ServerInterceptor>>,
     limits: Limits,
 ) {
     // Summaries cost a clock read and shared counters; pay only when someone listens.
-    let observe = !interceptors.is_empty() || tracing::enabled!(tracing::Level::DEBUG);
+    let observe = interceptors.is_some() || tracing::enabled!(tracing::Level::DEBUG);
     let started = observe.then(std::time::Instant::now);
     let received = observe.then(Arc::<Counts>::default);
     let mut sleep = head.deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
@@ -65,7 +65,7 @@ pub(crate) async fn run(
         body,
         &mut respond,
         &handler,
-        &interceptors,
+        interceptors.as_deref().unwrap_or_default(),
         limits,
         &mut deadline,
         received.clone(),
@@ -91,7 +91,7 @@ pub(crate) async fn run(
         messages_sent = sent.0,
         "call completed"
     );
-    for interceptor in interceptors.iter() {
+    for interceptor in interceptors.iter().flat_map(|chain| chain.iter()) {
         interceptor.after(&summary);
     }
 }
@@ -103,7 +103,7 @@ async fn serve(
     body: RecvStream,
     respond: &mut SendResponse<Bytes>,
     handler: &Handler,
-    interceptors: &Chain<dyn ServerInterceptor>,
+    interceptors: &[Arc<dyn ServerInterceptor>],
     limits: Limits,
     deadline: &mut Option<Pin<&mut Sleep>>,
     received: Option<Arc<Counts>>,

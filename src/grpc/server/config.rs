@@ -76,9 +76,11 @@ pub struct ServerConfig {
     /// On (the default), a call that can finish without waiting, as most unary calls do,
     /// costs no task and its answer leaves in the connection's next write with the rest of the
     /// batch (BENCHMARKS.md, "poll each call inline before spawning"). The price: until a
-    /// handler first waits, its connection's other streams, pings and accepts wait too. A
-    /// handler that computes for long before its first `.await` should move that work to
-    /// `tokio::task::spawn_blocking`, or the server should turn this off.
+    /// handler first waits, its connection's other streams, pings and accepts wait too, even
+    /// when the handler announces its work with `tokio::task::block_in_place`. Off, each call
+    /// gets a task of its own at once, and a handler that computes (inside `block_in_place`
+    /// or `spawn_blocking`, as tokio, which never preempts a task, asks of any blocking work)
+    /// holds up only itself; `tests/intercept.rs` shows both.
     pub inline_first_poll: bool,
 }
 

@@ -285,7 +285,7 @@ where
                         }
                     };
                     let span = tracing::debug_span!("call", method = head.method());
-                    let interceptors = shared.router.interceptors().clone();
+                    let interceptors = shared.router.interceptors().cloned();
                     let mut call = Box::pin(call::run(head, body, respond, handler, interceptors, limits).instrument(span));
                     if !config.inline_first_poll {
                         calls.spawn(call);

@@ -69,7 +69,7 @@ pub(crate) struct Incoming {
 ///     Ok::<_, Status>(Response::new(request.into_inner()))
 /// });
 /// ```
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct Router {
     routes: HashMap<String, Handler>,
     interceptors: Chain<dyn ServerInterceptor>,
@@ -78,10 +78,7 @@ pub struct Router {
 impl Router {
     /// An empty router: every call is UNIMPLEMENTED.
     pub fn new() -> Self {
-        Self {
-            routes: HashMap::new(),
-            interceptors: Arc::new([]),
-        }
+        Self::default()
     }
 
     /// Registers a unary method: one request message in, one response message out.
@@ -210,14 +207,9 @@ impl Router {
         })
     }
 
-    pub(crate) fn interceptors(&self) -> &Chain<dyn ServerInterceptor> {
-        &self.interceptors
-    }
-}
-
-impl Default for Router {
-    fn default() -> Self {
-        Self::new()
+    /// The interceptor chain, `None` when empty: a call then shares nothing with the router.
+    pub(crate) fn interceptors(&self) -> Option<&Chain<dyn ServerInterceptor>> {
+        (!self.interceptors.is_empty()).then_some(&self.interceptors)
     }
 }
 
