@@ -32,7 +32,7 @@ impl ServerInterceptor for RequireBearer {
     fn before<'a>(&'a self, head: &'a mut CallHead) -> BoxFuture<'a, Result<(), Status>> {
         Box::pin(async move {
             let presented = head
-                .metadata()
+                .metadata
                 .get("authorization")
                 .and_then(|v| v.strip_prefix("Bearer "));
             // A real check might ask an identity service here; the interceptor is async.
@@ -40,7 +40,7 @@ impl ServerInterceptor for RequireBearer {
                 return Err(Status::unauthenticated("a valid bearer token is required"));
             }
             // The handler has no use for the secret.
-            head.metadata_mut().remove("authorization");
+            head.metadata.remove("authorization");
             Ok(())
         })
     }
@@ -54,7 +54,7 @@ struct AddBearer {
 impl ClientInterceptor for AddBearer {
     fn before<'a>(&'a self, head: &'a mut ClientCallHead) -> BoxFuture<'a, Result<(), Status>> {
         Box::pin(async move {
-            head.metadata_mut()
+            head.metadata
                 .insert("authorization", &format!("Bearer {}", self.token))
                 .map_err(|e| Status::internal(format!("cannot add the token: {e}")))
         })

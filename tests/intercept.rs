@@ -114,10 +114,10 @@ impl ServerInterceptor for Recorder {
                 .lock()
                 .unwrap()
                 .push(format!("{} {}", self.name, head.method()));
-            head.response_metadata_mut()
+            head.response_metadata
                 .append("x-seen-by", self.name)
                 .unwrap();
-            if self.require_token && head.metadata().get("authorization").is_none() {
+            if self.require_token && head.metadata.get("authorization").is_none() {
                 return Err(Status::unauthenticated("no token"));
             }
             Ok(())
@@ -137,9 +137,7 @@ impl ClientInterceptor for Recorder {
                 .unwrap()
                 .push(format!("{} {}", self.name, head.method()));
             if self.require_token {
-                head.metadata_mut()
-                    .insert("authorization", "Bearer t")
-                    .unwrap();
+                head.metadata.insert("authorization", "Bearer t").unwrap();
             }
             Ok(())
         })

@@ -30,7 +30,7 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 ///     fn before<'a>(&'a self, head: &'a mut CallHead) -> BoxFuture<'a, Result<(), Status>> {
 ///         Box::pin(async move {
 ///             let expected = format!("Bearer {}", self.0);
-///             match head.metadata().get("authorization") {
+///             match head.metadata.get("authorization") {
 ///                 Some(value) if value == expected => Ok(()),
 ///                 _ => Err(Status::unauthenticated("a valid bearer token is required")),
 ///             }
@@ -44,7 +44,7 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub trait ServerInterceptor: Send + Sync + 'static {
     /// Runs before the handler, under the call's deadline and cancellation. An error answers
     /// the call with that status and the handler never runs. It may change the request
-    /// metadata and add response metadata ([`CallHead::response_metadata_mut`]).
+    /// metadata and add response metadata ([`CallHead::response_metadata`]).
     fn before<'a>(&'a self, head: &'a mut CallHead) -> BoxFuture<'a, Result<(), Status>>;
 
     /// Told how the call ended, once, whatever the ending (also when `before` rejected it).
@@ -68,7 +68,7 @@ pub trait ServerInterceptor: Send + Sync + 'static {
 /// impl ClientInterceptor for BearerToken {
 ///     fn before<'a>(&'a self, head: &'a mut ClientCallHead) -> BoxFuture<'a, Result<(), Status>> {
 ///         Box::pin(async move {
-///             head.metadata_mut()
+///             head.metadata
 ///                 .insert("authorization", &format!("Bearer {}", self.0))
 ///                 .map_err(|e| Status::internal(e.to_string()))
 ///         })
@@ -96,10 +96,12 @@ pub trait ClientInterceptor: Send + Sync + 'static {
 #[derive(Debug)]
 pub struct CallHead {
     pub(crate) uri: http::Uri,
-    pub(crate) metadata: Metadata,
+    /// The request metadata; an interceptor may change what the handler sees (strip a token).
+    pub metadata: Metadata,
     pub(crate) deadline: Option<Instant>,
     pub(crate) peer: Arc<Peer>,
-    pub(crate) response_metadata: Metadata,
+    /// Response header metadata to send with the handler's (or with a refusal).
+    pub response_metadata: Metadata,
     /// The request messages' encoding (`grpc-encoding`).
     pub(crate) encoding: Option<Encoding>,
     /// What the client can decode (`grpc-accept-encoding`), for response compression.
@@ -112,16 +114,6 @@ impl CallHead {
         self.uri.path()
     }
 
-    /// The request metadata.
-    pub fn metadata(&self) -> &Metadata {
-        &self.metadata
-    }
-
-    /// The request metadata, to change what the handler sees (strip a token, say).
-    pub fn metadata_mut(&mut self) -> &mut Metadata {
-        &mut self.metadata
-    }
-
     /// The peer: socket address and the verified client certificate's subject.
     pub fn peer(&self) -> &Peer {
         &self.peer
@@ -131,45 +123,22 @@ impl CallHead {
     pub fn deadline(&self) -> Option<Instant> {
         self.deadline
     }
-
-    /// Response header metadata to send with the handler's (or with a rejection).
-    pub fn response_metadata_mut(&mut self) -> &mut Metadata {
-        &mut self.response_metadata
-    }
 }
 
 /// The head of a client-side call, as interceptors see it before it is sent.
 #[derive(Debug)]
 pub struct ClientCallHead {
-    pub(crate) method: String,
-    pub(crate) metadata: Metadata,
-    pub(crate) timeout: Option<Duration>,
+    pub(crate) method: &'static str,
+    /// The request metadata, to add entries (a token, a trace id).
+    pub metadata: Metadata,
+    /// The call's timeout (sent as `grpc-timeout` and enforced locally).
+    pub timeout: Option<Duration>,
 }
 
 impl ClientCallHead {
     /// The full method path, `/package.Service/Method`.
     pub fn method(&self) -> &str {
-        &self.method
-    }
-
-    /// The request metadata.
-    pub fn metadata(&self) -> &Metadata {
-        &self.metadata
-    }
-
-    /// The request metadata, to add entries (a token, a trace id).
-    pub fn metadata_mut(&mut self) -> &mut Metadata {
-        &mut self.metadata
-    }
-
-    /// The call's timeout.
-    pub fn timeout(&self) -> Option<Duration> {
-        self.timeout
-    }
-
-    /// Sets the call's timeout (sent as `grpc-timeout` and enforced locally).
-    pub fn set_timeout(&mut self, timeout: Option<Duration>) {
-        self.timeout = timeout;
+        self.method
     }
 }
 
@@ -191,6 +160,27 @@ pub struct CallSummary<'a> {
     pub bytes_received: u64,
     /// Payload bytes sent, as framed on the wire, prefixes excluded.
     pub bytes_sent: u64,
+}
+
+impl<'a> CallSummary<'a> {
+    /// A call's summary; `received` and `sent` are (messages, payload bytes).
+    pub(crate) fn new(
+        method: &'a str,
+        status: &'a Status,
+        started: std::time::Instant,
+        (messages_received, bytes_received): (u64, u64),
+        (messages_sent, bytes_sent): (u64, u64),
+    ) -> Self {
+        Self {
+            method,
+            status,
+            elapsed: started.elapsed(),
+            messages_received,
+            messages_sent,
+            bytes_received,
+            bytes_sent,
+        }
+    }
 }
 
 /// An ordered, shareable list of interceptors; empty costs nothing per call.

@@ -75,7 +75,10 @@ pub(crate) struct RecvBody {
     trailers: Option<Metadata>,
     deadline: Option<Pin<Box<Sleep>>>,
     side: Side,
-    counts: Option<Arc<Counts>>,
+    /// Messages and payload bytes received so far.
+    pub(crate) received: (u64, u64),
+    /// Where else to count them (the summary of a call whose handler holds the stream).
+    pub(crate) counts: Option<Arc<Counts>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,6 +111,7 @@ impl RecvBody {
             trailers: None,
             deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
             side,
+            received: (0, 0),
             counts: None,
         }
     }
@@ -120,9 +124,18 @@ impl RecvBody {
         recv
     }
 
-    /// Counts what is received into `counts` from now on.
-    pub(crate) fn count_into(&mut self, counts: Arc<Counts>) {
-        self.counts = Some(counts);
+    /// Reads exactly one payload and the end of the stream: the one message of a unary side.
+    pub(crate) async fn one_payload(&mut self) -> Result<Bytes, Status> {
+        let Some(payload) = std::future::poll_fn(|cx| self.poll_payload(cx)).await? else {
+            return Err(WireError::Cardinality { more: false }.into_status(self.side));
+        };
+        if std::future::poll_fn(|cx| self.poll_payload(cx))
+            .await?
+            .is_some()
+        {
+            return Err(WireError::Cardinality { more: true }.into_status(self.side));
+        }
+        Ok(payload)
     }
 
     /// Polls for the next (decompressed) payload, `Ok(None)` at a clean end of stream.
@@ -139,6 +152,8 @@ impl RecvBody {
             match self.decoder.next_frame() {
                 Ok(Some(frame)) => {
                     tracing::debug!(target: WIRE_TARGET, direction = "recv", size = frame.payload.len(), compressed = frame.compressed, "message");
+                    self.received.0 += 1;
+                    self.received.1 += frame.payload.len() as u64;
                     if let Some(counts) = &self.counts {
                         counts.add((1, frame.payload.len() as u64));
                     }
@@ -295,16 +310,12 @@ impl<T: prost::Message + Default> Streaming<T> {
     pub(crate) async fn one_message(&mut self) -> Result<T, Status> {
         // Whoever waits for the end hears the call's real outcome, cardinality included.
         let on_end = self.on_end.take();
-        let result = async {
-            let Some(message) = self.message().await? else {
-                return Err(WireError::Cardinality { more: false }.into_status(self.recv.side));
-            };
-            if self.message().await?.is_some() {
-                return Err(WireError::Cardinality { more: true }.into_status(self.recv.side));
+        let result = match self.recv.one_payload().await {
+            Ok(payload) => {
+                codec::decode(payload).map_err(|e| WireError::Decode(e).into_status(self.recv.side))
             }
-            Ok(message)
-        }
-        .await;
+            Err(status) => Err(self.explain(status)),
+        };
         if let Some(on_end) = on_end {
             on_end(result.as_ref().err().unwrap_or(&Status::ok()));
         }
@@ -321,6 +332,14 @@ impl<T: prost::Message + Default> Streaming<T> {
         self.recv.trailers.take().unwrap_or_default()
     }
 
+    /// Our own request side may have reset the stream: its reason is the real one.
+    fn explain(&self, status: Status) -> Status {
+        match &self.sender {
+            Some(sender) => sender.failure_or(status),
+            None => status,
+        }
+    }
+
     /// Polls for the next message; see [`Streaming::message`].
     pub fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<T>, Status>> {
         let polled = match ready!(self.recv.poll_payload(cx)) {
@@ -333,11 +352,7 @@ impl<T: prost::Message + Default> Streaming<T> {
                 }
             },
             Ok(_) => Ok(None),
-            // Our own request side may have reset the stream: its reason is the real one.
-            Err(status) => Err(match &self.sender {
-                Some(sender) => sender.failure_or(status),
-                None => status,
-            }),
+            Err(status) => Err(self.explain(status)),
         };
         if let Some(on_end) = self.on_end.take() {
             on_end(polled.as_ref().err().unwrap_or(&Status::ok()));

@@ -61,17 +61,19 @@ pub enum Code {
     Unauthenticated = 16,
 }
 
-/// Every code with its canonical name, indexed by number (statuscodes.md).
+/// Every code with its canonical name and decimal form, indexed by number (statuscodes.md).
 #[rustfmt::skip]
-const CODES: [(Code, &str); 17] = [
-    (Code::Ok, "OK"), (Code::Cancelled, "CANCELLED"), (Code::Unknown, "UNKNOWN"),
-    (Code::InvalidArgument, "INVALID_ARGUMENT"), (Code::DeadlineExceeded, "DEADLINE_EXCEEDED"),
-    (Code::NotFound, "NOT_FOUND"), (Code::AlreadyExists, "ALREADY_EXISTS"),
-    (Code::PermissionDenied, "PERMISSION_DENIED"), (Code::ResourceExhausted, "RESOURCE_EXHAUSTED"),
-    (Code::FailedPrecondition, "FAILED_PRECONDITION"), (Code::Aborted, "ABORTED"),
-    (Code::OutOfRange, "OUT_OF_RANGE"), (Code::Unimplemented, "UNIMPLEMENTED"),
-    (Code::Internal, "INTERNAL"), (Code::Unavailable, "UNAVAILABLE"),
-    (Code::DataLoss, "DATA_LOSS"), (Code::Unauthenticated, "UNAUTHENTICATED"),
+const CODES: [(Code, &str, &str); 17] = [
+    (Code::Ok, "OK", "0"), (Code::Cancelled, "CANCELLED", "1"), (Code::Unknown, "UNKNOWN", "2"),
+    (Code::InvalidArgument, "INVALID_ARGUMENT", "3"),
+    (Code::DeadlineExceeded, "DEADLINE_EXCEEDED", "4"), (Code::NotFound, "NOT_FOUND", "5"),
+    (Code::AlreadyExists, "ALREADY_EXISTS", "6"),
+    (Code::PermissionDenied, "PERMISSION_DENIED", "7"),
+    (Code::ResourceExhausted, "RESOURCE_EXHAUSTED", "8"),
+    (Code::FailedPrecondition, "FAILED_PRECONDITION", "9"), (Code::Aborted, "ABORTED", "10"),
+    (Code::OutOfRange, "OUT_OF_RANGE", "11"), (Code::Unimplemented, "UNIMPLEMENTED", "12"),
+    (Code::Internal, "INTERNAL", "13"), (Code::Unavailable, "UNAVAILABLE", "14"),
+    (Code::DataLoss, "DATA_LOSS", "15"), (Code::Unauthenticated, "UNAUTHENTICATED", "16"),
 ];
 
 /// `Status` constructors, one per code: `name => Code`.
@@ -104,7 +106,7 @@ impl Code {
         usize::try_from(v)
             .ok()
             .and_then(|i| CODES.get(i))
-            .map_or(Self::Unknown, |&(code, _)| code)
+            .map_or(Self::Unknown, |&(code, ..)| code)
     }
 
     /// The code in a `grpc-status` value: decimal ASCII, no sign; anything bad is `Unknown`.
@@ -222,10 +224,6 @@ impl Status {
     pub(crate) fn write_headers(&self, headers: &mut HeaderMap) {
         // Every call ends here, so the common case (a fresh map) skips the removals and the
         // code's decimal form is a static value rather than a formatted allocation.
-        const DECIMAL: [&str; 17] = [
-            "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15",
-            "16",
-        ];
         if !headers.is_empty() {
             headers.remove(GRPC_MESSAGE);
             headers.remove(GRPC_STATUS_DETAILS_BIN);
@@ -233,7 +231,7 @@ impl Status {
         // "grpc-status must be in the trailers even for OK" (GRPC-NOTES §1.5).
         headers.insert(
             GRPC_STATUS,
-            HeaderValue::from_static(DECIMAL[self.code() as usize]),
+            HeaderValue::from_static(CODES[self.code() as usize].2),
         );
         let message = truncate(self.message(), MAX_MESSAGE_BYTES);
         if !message.is_empty() {

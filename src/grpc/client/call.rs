@@ -144,7 +144,7 @@ impl Channel {
     /// Runs the interceptors on the call's head; `None` when there are none.
     async fn before<T>(
         &self,
-        path: &str,
+        path: &'static str,
         request: &mut Request<T>,
     ) -> Result<Option<Observer>, Status> {
         if self.interceptors.is_empty() {
@@ -152,13 +152,13 @@ impl Channel {
         }
         let observer = Observer {
             interceptors: self.interceptors.clone(),
-            method: path.to_owned(),
+            method: path,
             started: std::time::Instant::now(),
             received: Arc::default(),
             sent: Arc::default(),
         };
         let mut head = ClientCallHead {
-            method: path.to_owned(),
+            method: path,
             metadata: std::mem::take(request.metadata_mut()),
             timeout: request.timeout(),
         };
@@ -331,7 +331,7 @@ impl Channel {
             None => RecvBody::new(Side::Client, body, max, deadline, encoding),
         };
         if let Some(observer) = observer {
-            recv.count_into(observer.received.clone());
+            recv.counts = Some(observer.received.clone());
         }
         Ok((Streaming::new(recv), metadata))
     }
@@ -376,7 +376,7 @@ async fn send_all(
 /// What client interceptors are told at the end of a call.
 struct Observer {
     interceptors: Chain<dyn ClientInterceptor>,
-    method: String,
+    method: &'static str,
     started: std::time::Instant,
     received: Arc<Counts>,
     sent: Arc<Counts>,
@@ -384,17 +384,8 @@ struct Observer {
 
 impl Observer {
     fn finish(&self, status: &Status) {
-        let (messages_received, bytes_received) = self.received.get();
-        let (messages_sent, bytes_sent) = self.sent.get();
-        let summary = CallSummary {
-            method: &self.method,
-            status,
-            elapsed: self.started.elapsed(),
-            messages_received,
-            messages_sent,
-            bytes_received,
-            bytes_sent,
-        };
+        let (received, sent) = (self.received.get(), self.sent.get());
+        let summary = CallSummary::new(self.method, status, self.started, received, sent);
         for interceptor in self.interceptors.iter() {
             interceptor.after(&summary);
         }

@@ -30,7 +30,7 @@ use crate::grpc::{
     send::{MessageSink, PipeEnd},
     server::{
         head::Rejection,
-        route::{BoxSource, Handler, Incoming},
+        route::{BoxSource, Handler},
     },
     status::Status,
 };
@@ -54,13 +54,13 @@ pub(crate) async fn run(
     interceptors: Option<Chain<dyn ServerInterceptor>>,
     limits: Limits,
 ) {
-    // Summaries cost a clock read and shared counters; pay only when someone listens.
+    // Summaries cost clock reads (and shared counters for request streams); pay only when
+    // someone listens.
     let observe = interceptors.is_some() || tracing::enabled!(tracing::Level::DEBUG);
     let started = observe.then(std::time::Instant::now);
-    let received = observe.then(Arc::<Counts>::default);
     let mut sleep = head.deadline.map(|d| Box::pin(tokio::time::sleep_until(d)));
     let mut deadline = sleep.as_mut().map(|s| s.as_mut());
-    let (status, sent) = serve(
+    let (status, sent, received) = serve(
         &mut head,
         body,
         &mut respond,
@@ -68,26 +68,17 @@ pub(crate) async fn run(
         interceptors.as_deref().unwrap_or_default(),
         limits,
         &mut deadline,
-        received.clone(),
+        observe,
     )
     .await;
     let Some(started) = started else {
         return;
     };
-    let (messages_received, bytes_received) = received.map_or((0, 0), |c| c.get());
-    let summary = CallSummary {
-        method: head.method(),
-        status: &status,
-        elapsed: started.elapsed(),
-        messages_received,
-        messages_sent: sent.0,
-        bytes_received,
-        bytes_sent: sent.1,
-    };
+    let summary = CallSummary::new(head.method(), &status, started, received, sent);
     tracing::debug!(
         code = %status.code(),
         elapsed_us = summary.elapsed.as_micros() as u64,
-        messages_received,
+        messages_received = received.0,
         messages_sent = sent.0,
         "call completed"
     );
@@ -96,7 +87,7 @@ pub(crate) async fn run(
     }
 }
 
-/// The call's steps; returns its final status and the messages and bytes sent.
+/// The call's steps; returns its final status, and the messages and bytes sent and received.
 #[allow(clippy::too_many_arguments)] // one call's state, passed down once
 async fn serve(
     head: &mut CallHead,
@@ -106,32 +97,47 @@ async fn serve(
     interceptors: &[Arc<dyn ServerInterceptor>],
     limits: Limits,
     deadline: &mut Option<Pin<&mut Sleep>>,
-    received: Option<Arc<Counts>>,
-) -> (Status, (u64, u64)) {
-    // Interceptors, then the handler: all under the deadline and the peer's cancel.
+    observe: bool,
+) -> (Status, (u64, u64), (u64, u64)) {
+    let mut body = RecvBody::new(Side::Server, body, limits.max_recv, None, head.encoding);
+    let (mut received, mut shared) = ((0, 0), None);
+    // Interceptors, then the request and the handler: all under the deadline and the cancel.
     let work = async {
         for interceptor in interceptors.iter() {
             interceptor.before(head).await?;
         }
-        let mut body = RecvBody::new(Side::Server, body, limits.max_recv, None, head.encoding);
-        if let Some(received) = received {
-            body.count_into(received);
-        }
-        let head = RequestHead {
+        let request = RequestHead {
             metadata: std::mem::take(&mut head.metadata),
             deadline: head.deadline,
             peer: head.peer.clone(),
             encoding: head.encoding,
         };
-        handler(Incoming { body, head }).await
+        match handler {
+            // The one request message is read here, so its counts stay local.
+            Handler::One(f) => {
+                let payload = body.one_payload().await;
+                received = body.received;
+                f(payload?, request).await
+            }
+            Handler::Stream(f) => {
+                if observe {
+                    let counts = Arc::<Counts>::default();
+                    body.counts = Some(counts.clone());
+                    shared = Some(counts);
+                }
+                f(body, request).await
+            }
+        }
     };
-    let reply = match watch(respond, deadline.as_mut(), work).await {
+    let reply = watch(respond, deadline.as_mut(), work).await;
+    let received = shared.map_or(received, |counts| counts.get());
+    let reply = match reply {
         Some(Ok(reply)) => reply,
         Some(Err(status)) => {
             answer_status(respond, &status, None, &head.response_metadata);
-            return (status, (0, 0));
+            return (status, (0, 0), received);
         }
-        None => return (Status::cancelled("cancelled by the peer"), (0, 0)),
+        None => return (Status::cancelled("cancelled by the peer"), (0, 0), received),
     };
     // The response encoding: the one the handler asked for, if the client said it can decode
     // it (compression.md: never compress with an encoding the client did not list).
@@ -144,11 +150,15 @@ async fn serve(
     let mut headers = std::mem::take(&mut head.response_metadata);
     headers.extend(metadata);
     let Some(mut sink) = send_headers(respond, &headers, limits, compression) else {
-        return (Status::unavailable("cannot send response headers"), (0, 0));
+        return (
+            Status::unavailable("cannot send response headers"),
+            (0, 0),
+            received,
+        );
     };
     let end = pipe(&mut sink, source, deadline).await;
     let sent = sink.counts();
-    (send_status(sink, end, &trailers), sent)
+    (send_status(sink, end, &trailers), sent, received)
 }
 
 /// Runs `work` until it ends, the peer resets the stream, or the deadline passes. On the last

@@ -78,15 +78,6 @@ impl Shared {
     }
 }
 
-impl std::fmt::Debug for Shared {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared")
-            .field("config", &self.config)
-            .field("router", &self.router)
-            .finish_non_exhaustive()
-    }
-}
-
 /// Serves one accepted TCP connection to its end.
 pub(crate) async fn serve(
     socket: TcpStream,

@@ -57,14 +57,13 @@ pub(crate) fn check(head: Parts, peer: &Arc<Peer>) -> Result<CallHead, Rejection
         // grpc-go fails a malformed timeout rather than ignoring it (GRPC-NOTES §1.2, [S5]).
         Some(Err(e)) => return Err(Rejection::Wire(WireError::Timeout(e))),
     };
-    let accept = head.headers.get(GRPC_ACCEPT_ENCODING).cloned();
     Ok(CallHead {
         uri: head.uri,
+        accept: head.headers.get(GRPC_ACCEPT_ENCODING).cloned(),
         metadata: Metadata::from_header_map(head.headers),
         deadline,
         peer: peer.clone(),
         response_metadata: Metadata::new(),
         encoding,
-        accept,
     })
 }

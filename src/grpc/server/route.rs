@@ -2,14 +2,18 @@
 //! codegen, and the router's interceptor chain.
 //!
 //! Types are erased here, once per call: registration wraps the user's async function in a
-//! closure that decodes the request messages, calls it, and hands back the response messages as
-//! an erased [`MessageSource`]. Everything that drives the call (`call.rs`) is concrete.
+//! closure that decodes the request (the one payload that `call.rs` read, or the stream),
+//! calls it, and hands back the response messages as an erased [`MessageSource`]. Everything
+//! that drives the call (`call.rs`) is concrete.
 
 use std::{collections::HashMap, fmt, future::Future, pin::Pin, sync::Arc};
 
+use bytes::Bytes;
 use futures_core::Stream;
 
 use crate::grpc::{
+    codec,
+    error::{Side, WireError},
     intercept::{self, Chain, ServerInterceptor},
     method::{BidiStreaming, ClientStreaming, Method, ServerStreaming, Unary},
     recv::{RecvBody, Streaming},
@@ -27,13 +31,12 @@ pub(crate) type BoxSource = Pin<Box<dyn MessageSource>>;
 /// What a handler answers: the response head and its messages, or the call's status.
 pub(crate) type Reply = Result<Response<BoxSource>, Status>;
 
-/// The one erased handler type: the request side of a call in, the reply out.
-pub(crate) type Handler = Arc<dyn Fn(Incoming) -> BoxFuture<Reply> + Send + Sync>;
-
-/// The request side of a call, as a handler receives it.
-pub(crate) struct Incoming {
-    pub(crate) body: RecvBody,
-    pub(crate) head: RequestHead,
+/// The one erased handler type: the request side of a call in, the reply out. A method with
+/// one request message takes its payload, read by `call.rs`; the others take the stream.
+#[derive(Clone)]
+pub(crate) enum Handler {
+    One(Arc<dyn Fn(Bytes, RequestHead) -> BoxFuture<Reply> + Send + Sync>),
+    Stream(Arc<dyn Fn(RecvBody, RequestHead) -> BoxFuture<Reply> + Send + Sync>),
 }
 
 /// The routing table (full method path to handler) and the interceptors that run before every
@@ -114,14 +117,16 @@ impl Router {
         Fut: Future<Output = Result<Response<S>, Status>> + Send + 'static,
     {
         let f = Arc::new(f);
-        self.route(method.path(), move |incoming: Incoming| {
+        let handler = move |payload: Bytes, head| -> BoxFuture<Reply> {
             let f = f.clone();
             Box::pin(async move {
-                let message = Streaming::<Req>::new(incoming.body).one_message().await?;
-                let response = f(Request::from_server(message, incoming.head)).await?;
+                let message = codec::decode::<Req>(payload)
+                    .map_err(|e| WireError::Decode(e).into_status(Side::Server))?;
+                let response = f(Request::from_server(message, head)).await?;
                 Ok(response.map(many::<S, T, Resp>))
             })
-        })
+        };
+        self.route(method.path(), Handler::One(Arc::new(handler)))
     }
 
     /// Registers a client-streaming method: a stream of requests in, one response out.
@@ -158,12 +163,11 @@ impl Router {
         F: Fn(Request<Streaming<Req>>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Response<S>, Status>> + Send + 'static,
     {
-        let f = Arc::new(f);
-        self.route(method.path(), move |incoming: Incoming| {
-            let requests = Streaming::<Req>::new(incoming.body);
-            let response = f(Request::from_server(requests, incoming.head));
+        let handler = move |body, head| -> BoxFuture<Reply> {
+            let response = f(Request::from_server(Streaming::<Req>::new(body), head));
             Box::pin(async move { Ok(response.await?.map(many::<S, T, Resp>)) })
-        })
+        };
+        self.route(method.path(), Handler::Stream(Arc::new(handler)))
     }
 
     /// Adds an interceptor; interceptors run in the order they were added, before every
@@ -177,17 +181,13 @@ impl Router {
     /// interceptors after this router's; the chain then runs for every route.
     pub fn merge(mut self, other: Self) -> Self {
         self.routes.extend(other.routes);
-        for interceptor in other.interceptors.iter() {
-            self.interceptors = intercept::append(&self.interceptors, interceptor.clone());
-        }
+        let chain = self.interceptors.iter().chain(other.interceptors.iter());
+        self.interceptors = chain.cloned().collect();
         self
     }
 
-    fn route<H>(mut self, path: &str, handler: H) -> Self
-    where
-        H: Fn(Incoming) -> BoxFuture<Reply> + Send + Sync + 'static,
-    {
-        self.routes.insert(path.to_owned(), Arc::new(handler));
+    fn route(mut self, path: &str, handler: Handler) -> Self {
+        self.routes.insert(path.to_owned(), handler);
         self
     }
 
