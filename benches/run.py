@@ -4,6 +4,8 @@
     python3 benches/run.py            # full: every figure a median of 5 runs, h2load -D 10
     python3 benches/run.py --quick    # smoke test: 1 run, short durations
     python3 benches/run.py --runs 7 --duration 10 --warmup 2 --only unary,mtls
+    python3 benches/run.py --servers satellite,before,satellite+icpt,tonic \
+        --baseline OLD/satellite --baseline-loadgen OLD/loadgen   # before/after, interceptor cost
 
 It builds satellite and the peers (benches/peers: tonic_server, floor_server, tonic_client,
 loadgen; the Go server from tests/peers/go/build.sh when that exists), installs h2load when

@@ -40,7 +40,7 @@ pub struct ServiceOptions {
     pub img_bytes: usize,
 }
 
-/// Response header naming the replica that answered (see [`ServiceOptions::instance`]).
+/// Response header naming the replica that answered (see [`MapService::with_instance`]).
 pub const INSTANCE_HEADER: &str = "x-satellite-instance";
 
 /// Every byte value once, in order: the one-byte images.
