@@ -19,22 +19,14 @@ use futures_core::Stream;
 use futures_util::stream;
 use satellite::grpc::{
     tls::{client_config, Identity, Roots},
-    BidiStreaming, Channel, ClientStreaming, Code, Encoding, Endpoint, Method, Outgoing, Request,
-    ServerStreaming, Status, Streaming, Unary,
+    Channel, Code, Encoding, Endpoint, Method, Outgoing, Request, Status, Streaming, Unary,
 };
 use tokio::sync::mpsc;
 
-/// The generated `grpc.testing` messages.
-mod pb {
-    #![allow(
-        missing_docs,
-        clippy::all,
-        unreachable_pub,
-        unused_qualifications,
-        dead_code
-    )]
-    include!(concat!(env!("OUT_DIR"), "/grpc.testing.rs"));
-}
+#[path = "interop/service.rs"]
+mod service;
+
+use service::pb;
 
 use pb::{
     BoolValue, EchoStatus, Empty, Payload, ResponseParameters, SimpleRequest, SimpleResponse,
@@ -42,31 +34,10 @@ use pb::{
     StreamingOutputCallResponse,
 };
 
-const EMPTY_CALL: Method<Empty, Empty, Unary> =
-    Method::unary("/grpc.testing.TestService/EmptyCall");
-const UNARY_CALL: Method<SimpleRequest, SimpleResponse, Unary> =
-    Method::unary("/grpc.testing.TestService/UnaryCall");
-const STREAMING_OUTPUT_CALL: Method<
-    StreamingOutputCallRequest,
-    StreamingOutputCallResponse,
-    ServerStreaming,
-> = Method::server_streaming("/grpc.testing.TestService/StreamingOutputCall");
-const STREAMING_INPUT_CALL: Method<
-    StreamingInputCallRequest,
-    StreamingInputCallResponse,
-    ClientStreaming,
-> = Method::client_streaming("/grpc.testing.TestService/StreamingInputCall");
-const FULL_DUPLEX_CALL: Method<
-    StreamingOutputCallRequest,
-    StreamingOutputCallResponse,
-    BidiStreaming,
-> = Method::bidi_streaming("/grpc.testing.TestService/FullDuplexCall");
-/// A method the test service does not implement (unimplemented_method).
-const UNIMPLEMENTED_CALL: Method<Empty, Empty, Unary> =
-    Method::unary("/grpc.testing.TestService/UnimplementedCall");
-/// A service the server does not have at all (unimplemented_service).
-const UNIMPLEMENTED_SERVICE_CALL: Method<Empty, Empty, Unary> =
-    Method::unary("/grpc.testing.UnimplementedService/UnimplementedCall");
+use service::{
+    EMPTY_CALL, FULL_DUPLEX_CALL, STREAMING_INPUT_CALL, STREAMING_OUTPUT_CALL, UNARY_CALL,
+    UNIMPLEMENTED_CALL, UNIMPLEMENTED_SERVICE_CALL,
+};
 
 const ECHO_INITIAL: &str = "x-grpc-test-echo-initial";
 const ECHO_INITIAL_VALUE: &str = "test_initial_metadata_value";

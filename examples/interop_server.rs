@@ -17,22 +17,15 @@ use futures_util::{stream, StreamExt as _};
 use satellite::grpc::{
     self,
     tls::{server_config, Identity, Roots},
-    BidiStreaming, ClientStreaming, Code, Encoding, Metadata, Method, Outgoing, Request, Response,
-    Router, ServerConfig, ServerStreaming, Status, Streaming, Transport, Unary,
+    Code, Encoding, Metadata, Outgoing, Request, Response, Router, ServerConfig, Status, Streaming,
+    Transport,
 };
 use tokio::sync::mpsc;
 
-/// The generated `grpc.testing` messages.
-mod pb {
-    #![allow(
-        missing_docs,
-        clippy::all,
-        unreachable_pub,
-        unused_qualifications,
-        dead_code
-    )]
-    include!(concat!(env!("OUT_DIR"), "/grpc.testing.rs"));
-}
+#[path = "interop/service.rs"]
+mod service;
+
+use service::pb;
 
 use pb::{
     EchoStatus, Empty, Payload, ResponseParameters, SimpleRequest, SimpleResponse,
@@ -40,30 +33,10 @@ use pb::{
     StreamingOutputCallResponse,
 };
 
-const EMPTY_CALL: Method<Empty, Empty, Unary> =
-    Method::unary("/grpc.testing.TestService/EmptyCall");
-const UNARY_CALL: Method<SimpleRequest, SimpleResponse, Unary> =
-    Method::unary("/grpc.testing.TestService/UnaryCall");
-const STREAMING_OUTPUT_CALL: Method<
-    StreamingOutputCallRequest,
-    StreamingOutputCallResponse,
-    ServerStreaming,
-> = Method::server_streaming("/grpc.testing.TestService/StreamingOutputCall");
-const STREAMING_INPUT_CALL: Method<
-    StreamingInputCallRequest,
-    StreamingInputCallResponse,
-    ClientStreaming,
-> = Method::client_streaming("/grpc.testing.TestService/StreamingInputCall");
-const FULL_DUPLEX_CALL: Method<
-    StreamingOutputCallRequest,
-    StreamingOutputCallResponse,
-    BidiStreaming,
-> = Method::bidi_streaming("/grpc.testing.TestService/FullDuplexCall");
-const HALF_DUPLEX_CALL: Method<
-    StreamingOutputCallRequest,
-    StreamingOutputCallResponse,
-    BidiStreaming,
-> = Method::bidi_streaming("/grpc.testing.TestService/HalfDuplexCall");
+use service::{
+    EMPTY_CALL, FULL_DUPLEX_CALL, HALF_DUPLEX_CALL, STREAMING_INPUT_CALL, STREAMING_OUTPUT_CALL,
+    UNARY_CALL,
+};
 
 const ECHO_INITIAL: &str = "x-grpc-test-echo-initial";
 const ECHO_TRAILING: &str = "x-grpc-test-echo-trailing-bin";
