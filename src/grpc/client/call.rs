@@ -164,7 +164,7 @@ impl Channel {
         };
         for interceptor in self.interceptors.iter() {
             if let Err(status) = interceptor.before(&mut head).await {
-                observer.finish(&status);
+                observer.report(&status);
                 return Err(status);
             }
         }
@@ -383,7 +383,7 @@ struct Observer {
 }
 
 impl Observer {
-    fn finish(&self, status: &Status) {
+    fn report(&self, status: &Status) {
         let (received, sent) = (self.received.get(), self.sent.get());
         let summary = CallSummary::new(self.method, status, self.started, received, sent);
         for interceptor in self.interceptors.iter() {
@@ -415,11 +415,11 @@ fn streaming_result<T: prost::Message + Default>(
         Ok(mut response) => {
             response
                 .message_mut()
-                .on_end(Box::new(move |status| observer.finish(status)));
+                .on_end(Box::new(move |status| observer.report(status)));
             Ok(response)
         }
         Err(status) => {
-            observer.finish(&status);
+            observer.report(&status);
             Err(status)
         }
     }
