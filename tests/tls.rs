@@ -156,8 +156,8 @@ async fn ip_san_is_accepted_without_a_server_name() {
 }
 
 // Regression: the TLS alert the server answers with reached the client as an HTTP/2 frame of
-// invalid size, and `recv::status_from_h2` mapped that locally detected connection error to
-// INTERNAL instead of UNAVAILABLE.
+// invalid size, and the h2 error mapping (now in `WireError::into_status`) turned that locally
+// detected connection error into INTERNAL instead of UNAVAILABLE.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plaintext_client_to_tls_port_fails_cleanly() {
     let server = start_server(Security::Mtls).await;
