@@ -559,3 +559,37 @@ async fn a_request_over_the_send_limit_is_resource_exhausted_on_the_client() {
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     assert!(status.message().contains("send limit"), "{status:?}");
 }
+
+// A merged router's interceptors run after the router's own, for every route of both.
+#[tokio::test]
+async fn merged_routers_run_both_chains_in_order_for_every_route() {
+    let seen = Arc::new(Seen::default());
+    let (first, order, _) = recorder("first", false);
+    let (second, _, _) = recorder("second", false);
+    let second = Recorder {
+        order: order.clone(),
+        ..second
+    };
+    let other = Router::new()
+        .unary(&RELEASE, |_req: Request<Msg>| async move {
+            Ok::<_, Status>(Response::new(msg("other")))
+        })
+        .intercept(second);
+    let router = router(&seen).intercept(first).merge(other);
+    let (addr, _stop) = serve(router, ServerConfig::new(Transport::Plaintext)).await;
+    let channel = channel(addr);
+    channel.unary(&ECHO, Request::new(msg("a"))).await.unwrap();
+    channel
+        .unary(&RELEASE, Request::new(msg("b")))
+        .await
+        .unwrap();
+    assert_eq!(
+        *order.lock().unwrap(),
+        [
+            "first /t.I/Echo",
+            "second /t.I/Echo",
+            "first /t.I/Release",
+            "second /t.I/Release"
+        ]
+    );
+}

@@ -55,6 +55,20 @@ use crate::grpc::{
 /// # Ok(())
 /// # }
 /// ```
+///
+/// A request of the wrong message type does not compile:
+///
+/// ```compile_fail,E0308
+/// # use satellite::grpc::{Channel, Endpoint, Method, Request, Unary};
+/// # #[derive(Clone, PartialEq, prost::Message)]
+/// # struct Ping {}
+/// # #[derive(Clone, PartialEq, prost::Message)]
+/// # struct Other {}
+/// const ECHO: Method<Ping, Ping, Unary> = Method::unary("/demo.Echo/Echo");
+/// # async fn call(channel: Channel) {
+/// let _ = channel.unary(&ECHO, Request::new(Other {})).await;
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct Channel {
     pub(crate) inner: Arc<Inner>,
