@@ -353,7 +353,11 @@ impl Timers {
     }
 
     fn rearm_idle(&mut self, config: &ServerConfig) {
-        self.idle = after(config.max_connection_idle);
+        // Reset in place: this runs for every request, and a new timer is an allocation.
+        match (&mut self.idle, config.max_connection_idle) {
+            (Some(timer), Some(idle)) => timer.as_mut().reset(Instant::now() + idle),
+            (timer, idle) => *timer = after(idle),
+        }
     }
 }
 
