@@ -53,7 +53,10 @@ mod status;
 mod timeout;
 pub mod tls;
 
-pub use client::{Channel, Endpoint};
+pub use client::{
+    Address, Channel, ConnectBackoff, ConnectivityState, Endpoint, LbPolicy, Resolver,
+    ServiceConfig,
+};
 pub use compression::Encoding;
 pub use error::Error;
 pub use intercept::{
