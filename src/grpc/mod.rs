@@ -67,5 +67,5 @@ pub use metadata::{Metadata, MetadataError};
 pub use method::{BidiStreaming, ClientStreaming, Method, ServerStreaming, Unary};
 pub use recv::Streaming;
 pub use request::{IntoMessage, Outgoing, Peer, Request, Response};
-pub use server::{run, serve_io, Router, ServerConfig, Transport};
+pub use server::{run, serve_io, Listener, Router, ServerConfig, Transport};
 pub use status::{Code, Status};
