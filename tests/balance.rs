@@ -17,9 +17,9 @@ use futures_util::stream;
 use satellite::grpc::{
     self,
     health::{pb::health_check_response::ServingStatus, HealthReporter},
-    Address, BoxFuture, CallHead, Channel, Code, ConnectBackoff, ConnectivityState, Endpoint,
-    LbPolicy, Method, Request, Resolver, Response, Router, ServerConfig, ServerInterceptor,
-    ServerStreaming, ServiceConfig, Status, Transport, Unary,
+    Address, BoxFuture, CallHead, Channel, ClientStreaming, Code, ConnectBackoff,
+    ConnectivityState, Endpoint, LbPolicy, Method, Request, Resolver, Response, Router,
+    ServerConfig, ServerInterceptor, ServerStreaming, ServiceConfig, Status, Transport, Unary,
 };
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 
@@ -42,6 +42,7 @@ const FAIL: Method<Ask, Reply, Unary> = Method::unary("/lb.Test/Fail");
 const STREAM: Method<Ask, Reply, ServerStreaming> = Method::server_streaming("/lb.Test/Stream");
 const HEAD_THEN_FAIL: Method<Ask, Reply, ServerStreaming> =
     Method::server_streaming("/lb.Test/HeadThenFail");
+const COLLECT: Method<Ask, Reply, ClientStreaming> = Method::client_streaming("/lb.Test/Collect");
 
 const SERVICE: &str = "lb.Test";
 const WAIT: Duration = Duration::from_secs(20);
@@ -646,22 +647,37 @@ enum Answer {
     Refuse,
     /// A Trailers-Only response with this status and these extra headers.
     Fail(Code, Vec<(&'static str, &'static str)>),
+    /// A Trailers-Only response at once, before the request body has arrived.
+    FailNow(Code),
     /// One message, status OK.
     Reply(&'static str),
 }
+
+type Seen = Arc<Mutex<Vec<http::HeaderMap>>>;
+type Bodies = Arc<Mutex<Vec<Vec<u8>>>>;
 
 /// A bare h2 server, to see the request headers the client sends and to answer in ways our
 /// own server never does. Returns its address and every stream's request headers.
 async fn raw_server(
     answer: impl Fn(usize) -> Answer + Send + Sync + 'static,
-) -> (SocketAddr, Arc<Mutex<Vec<http::HeaderMap>>>) {
+) -> (SocketAddr, Seen) {
+    let (addr, seen, _) = raw_server_with_bodies(answer).await;
+    (addr, seen)
+}
+
+/// [`raw_server`], also keeping each stream's request body (read whole before answering,
+/// but for [`Answer::FailNow`]).
+async fn raw_server_with_bodies(
+    answer: impl Fn(usize) -> Answer + Send + Sync + 'static,
+) -> (SocketAddr, Seen, Bodies) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let (answer, log) = (Arc::new(answer), seen.clone());
+    let bodies: Bodies = Arc::default();
+    let (answer, log, kept) = (Arc::new(answer), seen.clone(), bodies.clone());
     tokio::spawn(async move {
         while let Ok((socket, _)) = listener.accept().await {
-            let (answer, log) = (answer.clone(), log.clone());
+            let (answer, log, kept) = (answer.clone(), log.clone(), kept.clone());
             tokio::spawn(async move {
                 let mut conn = h2::server::handshake(socket).await.unwrap();
                 while let Some(Ok((request, mut respond))) = conn.accept().await {
@@ -671,34 +687,61 @@ async fn raw_server(
                         log.len() - 1
                     };
                     let head = http::Response::builder().header("content-type", "application/grpc");
-                    match answer(n) {
-                        Answer::Refuse => respond.send_reset(h2::Reason::REFUSED_STREAM),
-                        Answer::Fail(code, extra) => {
-                            let mut head = head.header("grpc-status", code.as_i32().to_string());
-                            for (k, v) in extra {
-                                head = head.header(k, v);
+                    let answer = answer(n);
+                    let kept = kept.clone();
+                    // Each stream in a task of its own: the connection must go on being
+                    // polled (by accept) while a body is read.
+                    tokio::spawn(async move {
+                        if !matches!(answer, Answer::FailNow(_) | Answer::Refuse) {
+                            let mut body = request.into_body();
+                            let mut all = Vec::new();
+                            while let Some(Ok(chunk)) = body.data().await {
+                                let _ = body.flow_control().release_capacity(chunk.len());
+                                all.extend_from_slice(&chunk);
                             }
-                            let _ = respond.send_response(head.body(()).unwrap(), true);
+                            kept.lock().unwrap().push(all);
                         }
-                        Answer::Reply(name) => {
-                            let mut body = respond
-                                .send_response(head.body(()).unwrap(), false)
-                                .unwrap();
-                            let reply = prost::Message::encode_to_vec(&Reply { name: name.into() });
-                            let mut frame = vec![0u8];
-                            frame.extend_from_slice(&(reply.len() as u32).to_be_bytes());
-                            frame.extend_from_slice(&reply);
-                            let _ = body.send_data(frame.into(), false);
-                            let mut trailers = http::HeaderMap::new();
-                            trailers.insert("grpc-status", "0".parse().unwrap());
-                            let _ = body.send_trailers(trailers);
-                        }
-                    }
+                        respond_with(answer, head, &mut respond);
+                    });
                 }
             });
         }
     });
-    (addr, seen)
+    (addr, seen, bodies)
+}
+
+fn respond_with(
+    answer: Answer,
+    head: http::response::Builder,
+    respond: &mut h2::server::SendResponse<bytes::Bytes>,
+) {
+    match answer {
+        Answer::FailNow(code) => {
+            let head = head.header("grpc-status", code.as_i32().to_string());
+            let _ = respond.send_response(head.body(()).unwrap(), true);
+        }
+        Answer::Refuse => respond.send_reset(h2::Reason::REFUSED_STREAM),
+        Answer::Fail(code, extra) => {
+            let mut head = head.header("grpc-status", code.as_i32().to_string());
+            for (k, v) in extra {
+                head = head.header(k, v);
+            }
+            let _ = respond.send_response(head.body(()).unwrap(), true);
+        }
+        Answer::Reply(name) => {
+            let mut body = respond
+                .send_response(head.body(()).unwrap(), false)
+                .unwrap();
+            let reply = prost::Message::encode_to_vec(&Reply { name: name.into() });
+            let mut frame = vec![0u8];
+            frame.extend_from_slice(&(reply.len() as u32).to_be_bytes());
+            frame.extend_from_slice(&reply);
+            let _ = body.send_data(frame.into(), false);
+            let mut trailers = http::HeaderMap::new();
+            trailers.insert("grpc-status", "0".parse().unwrap());
+            let _ = body.send_trailers(trailers);
+        }
+    }
 }
 
 fn previous_attempts(seen: &Mutex<Vec<http::HeaderMap>>) -> Vec<Option<String>> {
@@ -790,6 +833,74 @@ async fn server_pushback_delays_or_stops_retries() {
         started.elapsed()
     );
     assert_eq!(seen.lock().unwrap().len(), 2);
+}
+
+/// Ten request messages, the later ones slow, so that an early answer lands mid-stream.
+fn ten_asks() -> impl futures_util::Stream<Item = Ask> + Send + 'static {
+    stream::unfold(0u32, |i| async move {
+        if i >= 10 {
+            return None;
+        }
+        if i >= 3 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Some((
+            Ask {
+                count: i,
+                delay_ms: u64::from(i) * 1000,
+            },
+            i + 1,
+        ))
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_stream_is_replayed_whole_on_retry() {
+    // Attempt 0 is refused at once, mid-stream; attempt 1 fails after reading everything;
+    // attempt 2 succeeds. Each attempt that read its body saw the whole stream.
+    let (addr, seen, bodies) = raw_server_with_bodies(|n| match n {
+        0 => Answer::FailNow(Code::Unavailable),
+        1 => Answer::Fail(Code::Unavailable, vec![]),
+        _ => Answer::Reply("collected"),
+    })
+    .await;
+    let endpoint = Endpoint::new(addr.to_string()).service_config(retry_config(5, ""));
+    let channel = Channel::lazy(endpoint).unwrap();
+    let reply = bounded(channel.client_streaming(&COLLECT, Request::new(ten_asks())))
+        .await
+        .unwrap();
+    assert_eq!(reply.into_inner().name, "collected");
+    assert_eq!(seen.lock().unwrap().len(), 3);
+    let mut expected = Vec::new();
+    let mut asks = std::pin::pin!(ten_asks());
+    while let Some(ask) = futures_util::StreamExt::next(&mut asks).await {
+        let payload = prost::Message::encode_to_vec(&ask);
+        expected.push(0u8);
+        expected.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        expected.extend_from_slice(&payload);
+    }
+    let bodies = bodies.lock().unwrap();
+    assert_eq!(bodies.len(), 2);
+    assert_eq!(bodies[0], expected, "attempt 1 got the replay and the rest");
+    assert_eq!(bodies[1], expected, "attempt 2 too");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_stream_larger_than_the_retry_buffer_is_not_retried() {
+    let (addr, seen, _) = raw_server_with_bodies(|_| Answer::Fail(Code::Unavailable, vec![])).await;
+    let endpoint = Endpoint::new(addr.to_string())
+        .service_config(retry_config(5, ""))
+        .retry_buffer_size(20);
+    let channel = Channel::lazy(endpoint).unwrap();
+    let status = bounded(channel.client_streaming(&COLLECT, Request::new(ten_asks())))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable);
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        1,
+        "committed once the buffer overflowed"
+    );
 }
 
 #[test]

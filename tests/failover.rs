@@ -55,10 +55,7 @@ impl Replica {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        Self {
-            addr,
-            child,
-        }
+        Self { addr, child }
     }
 
     fn kill(&mut self) {

@@ -18,6 +18,7 @@ use crate::grpc::{
     client::{
         channel::{Channel, Picker},
         pool::Picked,
+        replay::{Record, Recording, Replayed},
         retry::{self, Failed},
     },
     compression::{Encoding, ACCEPT_ENCODING},
@@ -28,7 +29,7 @@ use crate::grpc::{
     method::{BidiStreaming, ClientStreaming, Method, ServerStreaming, Unary},
     recv::{Counts, RecvBody, RequestSender, Streaming},
     request::{IntoMessage, Request, Response},
-    send::{MessageSink, PipeEnd, Source},
+    send::{MessageSink, MessageSource, PipeEnd, Source},
     status::{Code, Status},
     timeout,
 };
@@ -85,7 +86,8 @@ impl Channel {
         let observer = self.before(method.path(), &mut request).await?;
         let plan = self.plan(method.path(), &request);
         // A request too large to keep for replay commits the call to its first attempt.
-        let replayable = request.message().encoded_len() <= self.inner.endpoint.retry_buffer_size;
+        let replayable = plan.retry.is_some()
+            && request.message().encoded_len() <= self.inner.endpoint.retry_buffer_size;
         let mut previous = 0;
         let mut transparent = 0;
         let result = loop {
@@ -156,40 +158,126 @@ impl Channel {
     {
         let observer = self.before(method.path(), &mut request).await?;
         let plan = self.plan(method.path(), &request);
+        let mut stream = None;
+        let request = request.map(|s| stream = Some(s));
+        let requests =
+            futures_util::StreamExt::map(stream.expect("the request's stream"), Ok::<T, Status>);
+        let source = Source::<_, Req>::new(requests);
+        let result = match plan.retry {
+            None => {
+                self.bidi_once(&plan, &request, source, observer.as_ref())
+                    .await
+            }
+            Some(_) => {
+                self.bidi_replayable(&plan, &request, source, observer.as_ref())
+                    .await
+            }
+        };
+        if let (Ok(_), Some(t)) = (&result, &self.inner.throttle) {
+            t.success();
+        }
+        streaming_result(observer, result)
+    }
+
+    /// A streaming call without a retry policy: its request stream goes to one sender task
+    /// whole. Until then nothing has left, so an attempt that fails to open goes again unseen
+    /// (a transparent retry).
+    async fn bidi_once<Resp: prost::Message + Default>(
+        &self,
+        plan: &Plan<'_>,
+        request: &Request<()>,
+        source: impl MessageSource + 'static,
+        observer: Option<&Observer>,
+    ) -> Result<Response<Streaming<Resp>>, Status> {
+        let mut transparent = 0;
+        let (response, send, picked) = loop {
+            match self.start(plan, request, 0).await {
+                Ok(opened) => break opened,
+                Err(f) => {
+                    self.retry_after(plan, f, false, 0, &mut transparent)
+                        .await?;
+                }
+            }
+        };
+        let sink = self.sink(send, request);
+        let sent = observer.map(|o| o.sent.clone());
+        let failed = Arc::new(OnceLock::new());
         let deadline = plan.deadline;
-        let result = async {
-            // Until the request stream is handed to its task, nothing has left: an attempt
-            // that fails to open goes again unseen (transparent).
-            let mut transparent = 0;
-            let (response, send, picked) = loop {
-                match self.start(&plan, &request, 0).await {
-                    Ok(opened) => break opened,
-                    Err(f) if f.transparent && transparent < retry::MAX_TRANSPARENT => {
-                        transparent += 1;
-                    }
-                    Err(f) => return Err(f.status),
+        let task = tokio::spawn({
+            let failed = failed.clone();
+            async move { send_all(sink, source, deadline, sent, &failed).await }
+        });
+        // Held from here on: dropping the call at any point stops the requests.
+        let sender = RequestSender::new(task.abort_handle(), failed);
+        let head = self.response_stream::<Resp>(response, plan, observer, picked);
+        let (mut stream, headers) = head
+            .await
+            .map_err(|failed| sender.failure_or(failed.status))?;
+        stream.sent_by(sender);
+        Ok(Response::from_parts(stream, headers, Metadata::new()))
+    }
+
+    /// A streaming call with a retry policy: what each attempt sends is recorded (up to the
+    /// retry buffer) and replayed by the next before it goes on with the caller's stream.
+    async fn bidi_replayable<Resp: prost::Message + Default>(
+        &self,
+        plan: &Plan<'_>,
+        request: &Request<()>,
+        source: impl MessageSource + 'static,
+        observer: Option<&Observer>,
+    ) -> Result<Response<Streaming<Resp>>, Status> {
+        let record = Record::new(self.inner.endpoint.retry_buffer_size);
+        let shared = Recording::shared(source, record.clone());
+        let (mut previous, mut transparent) = (0, 0);
+        loop {
+            let (response, send, picked) = match self.start(plan, request, previous).await {
+                Ok(opened) => opened,
+                Err(f) => {
+                    let counted = self
+                        .retry_after(plan, f, true, previous, &mut transparent)
+                        .await?;
+                    previous += u32::from(counted);
+                    continue;
                 }
             };
-            let sink = self.sink(send, &request);
-            let sent = observer.as_ref().map(|o| o.sent.clone());
-            let requests = futures_util::StreamExt::map(request.into_inner(), Ok::<T, Status>);
+            let sink = self.sink(send, request);
+            let sent = observer.map(|o| o.sent.clone());
             let failed = Arc::new(OnceLock::new());
+            let deadline = plan.deadline;
             let task = tokio::spawn({
-                let failed = failed.clone();
-                let source = Source::<_, Req>::new(requests);
-                async move { send_all(sink, source, deadline, sent, &failed).await }
+                let (failed, shared, record) = (failed.clone(), shared.clone(), record.clone());
+                async move {
+                    // The previous attempt's task was aborted; its hold ends when it drops.
+                    let mut source = shared.lock().await;
+                    let replayed = Replayed::new(&record, source.as_mut());
+                    send_all(sink, replayed, deadline, sent, &failed).await;
+                }
             });
-            // Held from here on: dropping the call at any point stops the requests.
             let sender = RequestSender::new(task.abort_handle(), failed);
-            let head = self.response_stream::<Resp>(response, &plan, observer.as_ref(), picked);
-            let (mut stream, headers) = head
-                .await
-                .map_err(|failed| sender.failure_or(failed.status))?;
-            stream.sent_by(sender);
-            Ok(Response::from_parts(stream, headers, Metadata::new()))
+            let head = self.response_stream::<Resp>(response, plan, observer, picked);
+            match head.await {
+                Ok((mut stream, headers)) => {
+                    record.lock().expect("retry record").stop();
+                    stream.sent_by(sender);
+                    return Ok(Response::from_parts(stream, headers, Metadata::new()));
+                }
+                Err(mut f) => {
+                    // The sender's own failure (a message that cannot be sent, the caller's
+                    // stream failing) is the call's, not the server's: never retried.
+                    if let Some(own) = sender.own_failure() {
+                        return Err(own);
+                    }
+                    drop(sender);
+                    if !record.lock().expect("retry record").replayable() {
+                        f.committed = true;
+                    }
+                    let counted = self
+                        .retry_after(plan, f, true, previous, &mut transparent)
+                        .await?;
+                    previous += u32::from(counted);
+                }
+            }
         }
-        .await;
-        streaming_result(observer, result)
     }
 
     /// Runs the interceptors on the call's head; `None` when there are none.
@@ -549,7 +637,7 @@ fn deadline_after(timeout: Option<Duration>) -> Option<Instant> {
 /// reports it rather than the reset.
 async fn send_all(
     mut sink: MessageSink,
-    source: impl crate::grpc::send::MessageSource,
+    source: impl MessageSource,
     deadline: Option<Instant>,
     sent: Option<Arc<Counts>>,
     failed: &OnceLock<Status>,

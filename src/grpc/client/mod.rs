@@ -15,6 +15,7 @@ mod call;
 mod channel;
 mod endpoint;
 mod pool;
+mod replay;
 mod resolve;
 mod retry;
 mod service_config;
