@@ -6,12 +6,14 @@
 //!         -> server::call (interceptors, deadline, cancel)
 //!         -> recv (FrameDecoder -> codec) -> typed handler
 //!         -> send (codec -> SendStream, within flow control) -> trailers (Status)
-//! client: Channel -> client::call (interceptors, request head) -> send -> response head
-//!         -> recv -> trailers (Status)
+//! client: Channel (target -> resolver -> subchannels -> pick_first | round_robin)
+//!         -> client::call (interceptors; per attempt: pick, request head, send, response
+//!            head; retries per the service config) -> recv -> trailers (Status)
 //! ```
 //!
-//! Only what a service needs is public: [`Method`], [`Router`], [`run`], [`ServerConfig`],
-//! [`Channel`], [`Endpoint`], [`Request`], [`Response`], [`Streaming`], [`Status`],
+//! Only what a service needs is public: [`Method`], [`Router`], [`run`] (on a [`Listener`]),
+//! [`ServerConfig`], [`Channel`], [`Endpoint`] (with [`ServiceConfig`], [`LbPolicy`],
+//! [`Resolver`], [`ConnectBackoff`]), [`Request`], [`Response`], [`Streaming`], [`Status`],
 //! [`Metadata`], the interceptor traits, [`tls`], [`health`] and [`reflection`]. The wire
 //! internals are crate-private; the fuzz targets reach them through `fuzz_bridge`, compiled
 //! only under `cfg(fuzzing)` and for tests (and, for the decode benchmark, with the
