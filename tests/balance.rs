@@ -903,6 +903,39 @@ async fn a_client_stream_larger_than_the_retry_buffer_is_not_retried() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_drops_every_connection_is_not_redialled_in_a_loop() {
+    // Accepts TCP and closes at once: HTTP/2's client handshake cannot tell (it does not wait
+    // for the server's SETTINGS), so the channel must notice the connection never answered.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    let dropper = tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            drop(socket);
+        }
+    });
+    let channel =
+        Channel::lazy(Endpoint::new(addr.to_string()).lb_policy(LbPolicy::RoundRobin)).unwrap();
+    let deadline = Instant::now() + Duration::from_millis(2500);
+    let mut failed = 0;
+    while Instant::now() < deadline {
+        let request = Request::new(Ask::default()).with_timeout(Duration::from_millis(200));
+        if bounded(channel.unary(&WHO, request)).await.is_err() {
+            failed += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let accepts = accepted.load(Ordering::SeqCst);
+    println!("dropping peer: {accepts} connections in 2.5 s, {failed} calls failed");
+    // Backoff 1 s, 1.6 s (jitter 0.2) after the first: at most 4 connections in 2.5 s.
+    assert!((1..=4).contains(&accepts), "{accepts} connections in 2.5 s");
+    assert!(failed > 0);
+    dropper.abort();
+}
+
 #[test]
 fn bad_service_config_is_refused_at_channel_creation_naming_the_field() {
     let e = ServiceConfig::from_json(

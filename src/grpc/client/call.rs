@@ -543,6 +543,9 @@ impl Channel {
             }
             Err(e) => return Err(self.stream_failed(e, picked.as_ref())),
         };
+        if let Some(picked) = &picked {
+            picked.conn.answered();
+        }
         let (head, body) = response.into_parts();
         tracing::debug!(target: WIRE_TARGET, status = %head.status, headers = ?head.headers, "recv headers");
         let status = Status::from_headers(&head.headers);

@@ -3,7 +3,10 @@
 //! check.
 
 use std::{
-    sync::{Arc, Mutex, Weak},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex, Weak,
+    },
     time::Duration,
 };
 
@@ -84,6 +87,19 @@ impl std::fmt::Debug for Dialer {
 pub(crate) struct Conn {
     pub(crate) send: SendRequest<Bytes>,
     pub(crate) generation: u64,
+    /// Set when a response head arrives on it: the peer is a working server, not one that
+    /// accepts connections only to drop them.
+    pub(crate) answered: Arc<AtomicBool>,
+}
+
+impl Conn {
+    /// A call got a response head on this connection.
+    pub(crate) fn answered(&self) {
+        // A read first: the common case (already set) writes nothing to the shared line.
+        if !self.answered.load(Ordering::Relaxed) {
+            self.answered.store(true, Ordering::Relaxed);
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -93,6 +109,10 @@ struct State {
     health: Health,
     /// Why the last attempt failed, for the messages of calls that fail fast.
     error: Option<String>,
+    /// An attempt failed since the last READY: reconnecting still counts as
+    /// TRANSIENT_FAILURE ("sticky", as in gRPC), so that fail-fast calls do not wait out a
+    /// connect timeout against an address that just failed.
+    failing: bool,
     /// Tells the connector that calls found the connection refusing new streams.
     drain: Option<oneshot::Sender<()>>,
 }
@@ -130,6 +150,8 @@ impl Subchannel {
         match (state.connectivity, state.health) {
             (ConnectivityState::Ready, Health::Pending) => ConnectivityState::Connecting,
             (ConnectivityState::Ready, Health::NotServing) => ConnectivityState::TransientFailure,
+            (ConnectivityState::Ready, _) => ConnectivityState::Ready,
+            (_, _) if state.failing => ConnectivityState::TransientFailure,
             (c, _) => c,
         }
     }
@@ -197,6 +219,7 @@ pub(crate) fn spawn(
             conn: None,
             health: Health::Unchecked,
             error: None,
+            failing: false,
             drain: None,
         }),
         wanted: watch::Sender::new(wanted),
@@ -236,6 +259,7 @@ async fn connect_loop(sub: Arc<Subchannel>, dialer: Arc<Dialer>, listener: Weak<
                     |s| {
                         s.connectivity = ConnectivityState::TransientFailure;
                         s.error = Some(error);
+                        s.failing = true;
                     },
                     &listener,
                 );
@@ -249,10 +273,13 @@ async fn connect_loop(sub: Arc<Subchannel>, dialer: Arc<Dialer>, listener: Weak<
         backoff.reset();
         generation += 1;
         let (drain_tx, drain_rx) = oneshot::channel();
+        let answered = Arc::new(AtomicBool::new(false));
         let conn = Conn {
             send: send.clone(),
             generation,
+            answered: answered.clone(),
         };
+        let connected_at = tokio::time::Instant::now();
         let checked = dialer.health.is_some();
         sub.set(
             |s| {
@@ -264,6 +291,7 @@ async fn connect_loop(sub: Arc<Subchannel>, dialer: Arc<Dialer>, listener: Weak<
                     Health::Unchecked
                 };
                 s.error = None;
+                s.failing = false;
                 s.drain = Some(drain_tx);
             },
             &listener,
@@ -297,6 +325,19 @@ async fn connect_loop(sub: Arc<Subchannel>, dialer: Arc<Dialer>, listener: Weak<
             tracing::debug!(address = %sub.address, "connection ended");
             if let Some(l) = listener.upgrade() {
                 l.resolve_again();
+            }
+            // A peer that accepts connections and drops them before answering anything
+            // would otherwise be redialled in a tight loop: count it as a failed attempt.
+            let early = connected_at.elapsed() < dialer.backoff.initial;
+            if early && !answered.load(Ordering::Relaxed) {
+                sub.set(
+                    |s| {
+                        s.error = Some("the connection closed before any answer".into());
+                        s.failing = true;
+                    },
+                    &listener,
+                );
+                tokio::time::sleep(backoff.next_delay()).await;
             }
         }
     }
