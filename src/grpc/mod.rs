@@ -54,6 +54,7 @@ mod status;
 #[allow(unreachable_pub)]
 mod timeout;
 pub mod tls;
+mod web;
 
 pub use client::{
     Address, Channel, ConnectBackoff, ConnectivityState, Endpoint, LbPolicy, Resolver,
