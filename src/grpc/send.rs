@@ -52,6 +52,25 @@ pub(crate) struct Encoder {
 }
 
 impl Encoder {
+    /// An encoder for `side`'s messages, compressing with `encoding` unless a message says
+    /// otherwise: the web gateway's, which hands its frames to a transport of its own.
+    pub(crate) fn new(side: Side, max_message_size: usize, encoding: Option<Encoding>) -> Self {
+        Self {
+            buf: BytesMut::new(),
+            max_message_size,
+            encoding,
+            scratch: Vec::new(),
+            side,
+            messages: 0,
+            bytes: 0,
+        }
+    }
+
+    /// Takes every frame encoded so far.
+    pub(crate) fn take(&mut self) -> Bytes {
+        self.buf.split().freeze()
+    }
+
     /// The encoded bytes not yet handed to h2: what a retry records for replay.
     pub(crate) fn pending(&self) -> &[u8] {
         &self.buf
@@ -187,15 +206,7 @@ impl MessageSink {
     ) -> Self {
         Self {
             stream,
-            encoder: Encoder {
-                buf: BytesMut::new(),
-                max_message_size,
-                encoding,
-                scratch: Vec::new(),
-                side,
-                messages: 0,
-                bytes: 0,
-            },
+            encoder: Encoder::new(side, max_message_size, encoding),
         }
     }
 

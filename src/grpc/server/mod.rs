@@ -15,6 +15,8 @@ mod conn;
 mod head;
 mod listen;
 mod route;
+#[allow(dead_code)] // driven by the web listener, which lands next (issue 13)
+pub(crate) mod web;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
