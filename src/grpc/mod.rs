@@ -12,7 +12,8 @@
 //!
 //! Only what a service needs is public: [`Method`], [`Router`], [`run`], [`ServerConfig`],
 //! [`Channel`], [`Endpoint`], [`Request`], [`Response`], [`Streaming`], [`Status`],
-//! [`Metadata`], the interceptor traits, [`tls`], [`health`] and [`reflection`]. The wire
+//! [`Metadata`], the interceptor traits, [`tls`], [`health`], [`reflection`], [`authz`] (an
+//! A43 policy as an interceptor) and [`reload`] (files read again while in use). The wire
 //! internals are crate-private; the fuzz targets reach them through `fuzz_bridge`, compiled
 //! only under `cfg(fuzzing)` and for tests (and, for the decode benchmark, with the
 //! `wire-internals` feature).
@@ -25,6 +26,7 @@
 //! | TLS + HTTP/2 handshake | 10 s each | silent peers must not hold slots |
 //! | shutdown grace | 10 s | calls in flight finish, then the rest are cut |
 
+pub mod authz;
 mod client;
 mod codec;
 mod compression;
@@ -44,6 +46,7 @@ pub(crate) mod metadata;
 mod method;
 mod recv;
 pub mod reflection;
+pub mod reload;
 mod request;
 mod send;
 mod server;

@@ -161,10 +161,23 @@ pub fn client_config(
     Ok(Arc::new(config))
 }
 
-/// The subject of a DER certificate, as an RFC 4514-style string ("CN=satellite-client").
-pub(crate) fn subject_of(der: &[u8]) -> Option<String> {
+/// The identity a verified client certificate carries: its subject as an RFC 4514-style
+/// string ("CN=satellite-client"), then its URI and DNS SANs.
+pub(crate) fn identity_of(der: &[u8]) -> Option<(String, Vec<String>, Vec<String>)> {
+    use x509_parser::extensions::GeneralName;
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    Some(cert.subject().to_string())
+    let (mut uris, mut dns) = (Vec::new(), Vec::new());
+    // A malformed SAN extension leaves the lists empty: the subject still identifies the peer.
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            match name {
+                GeneralName::URI(uri) => uris.push((*uri).to_owned()),
+                GeneralName::DNSName(name) => dns.push((*name).to_owned()),
+                _ => {}
+            }
+        }
+    }
+    Some((cert.subject().to_string(), uris, dns))
 }
 
 fn provider() -> Arc<CryptoProvider> {

@@ -304,6 +304,95 @@ pub fn ensure(dir: &Path) -> Result<CertFiles, CertError> {
     generate(&CertOptions::new(dir))
 }
 
+/// The certificate and key files of the client named `name` in `dir`.
+pub fn client_files(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    (
+        dir.join(format!("client-{name}-cert.pem")),
+        dir.join(format!("client-{name}-key.pem")),
+    )
+}
+
+/// The URI SAN of a named client, which authorization policies can match
+/// (`spiffe://satellite/reader`); the subject carries the name too (`CN=reader`).
+pub fn client_uri(name: &str) -> String {
+    format!("spiffe://satellite/{name}")
+}
+
+/// Issues a client certificate with its own identity, `CN=name` and the URI SAN
+/// [`client_uri`], from the CA in `dir`, and writes it as [`client_files`].
+///
+/// # Errors
+///
+/// [`CertError::BadName`] for a name that is not 1 to 64 of `[A-Za-z0-9._-]` (it becomes a
+/// file name and a URI), [`CertError::Ca`] if the CA in `dir` cannot be read,
+/// [`CertError::Exists`] unless `force`, and the errors of [`PkiOptions::valid_for`].
+pub fn issue_client(
+    dir: &Path,
+    name: &str,
+    days: u32,
+    force: bool,
+) -> Result<(PathBuf, PathBuf), CertError> {
+    let valid_name = (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        && !name.starts_with('.');
+    if !valid_name {
+        return Err(CertError::BadName(name.to_owned()));
+    }
+    let (cert_path, key_path) = client_files(dir, name);
+    if !force {
+        if let Some(path) = [&cert_path, &key_path].into_iter().find(|p| p.exists()) {
+            return Err(CertError::Exists(path.clone()));
+        }
+    }
+    let files = CertFiles::in_dir(dir);
+    let (ca_cert, ca_key) = (read_ca(&files.ca_cert)?, read_ca(&files.ca_key)?);
+    let (cert, key) = sign_client(&ca_cert, &ca_key, name, days).map_err(|e| match e {
+        CertError::Rcgen(e) => CertError::Ca {
+            path: files.ca_cert.clone(),
+            reason: e.to_string(),
+        },
+        e => e,
+    })?;
+    write_pem(&cert_path, &cert, false, force)?;
+    write_pem(&key_path, &key, true, force)?;
+    Ok((cert_path, key_path))
+}
+
+/// Signs a client certificate named `name` ([`issue_client`]'s identity) with the CA given as
+/// PEM, valid for `days`; returns (cert PEM, key PEM). Nothing touches the disk.
+///
+/// # Errors
+///
+/// [`CertError::Rcgen`] if the CA does not parse or signing fails, and the errors of
+/// [`PkiOptions::valid_for`].
+pub fn sign_client(
+    ca_cert: &str,
+    ca_key: &str,
+    name: &str,
+    days: u32,
+) -> Result<(String, String), CertError> {
+    let issuer = Issuer::from_ca_cert_pem(ca_cert, KeyPair::from_pem(ca_key)?)?;
+    let window = PkiOptions::valid_for(days)?;
+    let mut params = CertificateParams::default();
+    params.not_before = window.not_before;
+    params.not_after = window.not_after;
+    params.distinguished_name = common_name(name);
+    let uri = client_uri(name)
+        .try_into()
+        .map_err(|_| CertError::BadName(name.to_owned()))?;
+    params.subject_alt_names = vec![SanType::URI(uri)];
+    leaf(params, ExtendedKeyUsagePurpose::ClientAuth, &issuer)
+}
+
+fn read_ca(path: &Path) -> Result<String, CertError> {
+    fs::read_to_string(path).map_err(|e| CertError::Ca {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
 /// A distinguished name with just a common name.
 fn common_name(name: &str) -> DistinguishedName {
     let mut dn = DistinguishedName::new();
@@ -388,6 +477,15 @@ pub enum CertError {
         /// Why it was refused.
         reason: String,
     },
+    /// The CA certificate or key needed to issue more certificates cannot be used.
+    Ca {
+        /// The CA file.
+        path: PathBuf,
+        /// Why it cannot be used.
+        reason: String,
+    },
+    /// A client name that cannot name a certificate.
+    BadName(String),
     /// A file that would be overwritten without `force`.
     Exists(PathBuf),
     /// Creating the directory or writing a file failed.
@@ -418,6 +516,15 @@ impl fmt::Display for CertError {
             Self::BadSan { name, reason } => {
                 write!(f, "invalid subject alternative name {name:?}: {reason}")
             }
+            Self::Ca { path, reason } => write!(
+                f,
+                "cannot use the CA in {}: {reason} (run `satellite certs` first)",
+                path.display()
+            ),
+            Self::BadName(name) => write!(
+                f,
+                "invalid client name {name:?}: use 1 to 64 of A-Z a-z 0-9 . _ - (not starting with .)"
+            ),
             Self::Exists(path) => write!(
                 f,
                 "{} already exists; refusing to overwrite it (use --force)",
@@ -662,6 +769,58 @@ mod tests {
         // Two runs make two unrelated CAs.
         let other = generate_in_memory(&PkiOptions::default()).unwrap();
         assert_ne!(other.ca_cert, pki.ca_cert);
+    }
+
+    #[test]
+    fn named_clients_get_distinct_identities_from_the_existing_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = generate(&CertOptions::new(dir.path())).unwrap();
+        let ca = fs::read_to_string(&files.ca_cert).unwrap();
+        let (cert, key) = issue_client(dir.path(), "reader", 1, false).unwrap();
+        assert_eq!(cert, dir.path().join("client-reader-cert.pem"));
+        #[cfg(unix)]
+        assert_eq!(mode(&key), 0o600);
+        let pem = fs::read_to_string(&cert).unwrap();
+        assert_eq!(common_name_of(&pem), "reader");
+        with_cert(&pem, |c| {
+            assert_eq!(c.issuer().to_string(), "CN=satellite demo CA");
+            let san = c.subject_alternative_name().unwrap().unwrap();
+            let uris: Vec<_> = san
+                .value
+                .general_names
+                .iter()
+                .filter_map(|n| match n {
+                    GeneralName::URI(u) => Some((*u).to_owned()),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(uris, ["spiffe://satellite/reader"]);
+            let eku = c.extended_key_usage().unwrap().unwrap().value;
+            assert!(eku.client_auth && !eku.server_auth);
+        });
+        // Verifies against the same CA.
+        let (_, ca_pem) = parse_x509_pem(ca.as_bytes()).unwrap();
+        let ca_cert = ca_pem.parse_x509().unwrap();
+        with_cert(&pem, |c| {
+            c.verify_signature(Some(ca_cert.public_key())).unwrap()
+        });
+        assert!(matches!(
+            issue_client(dir.path(), "reader", 1, false),
+            Err(CertError::Exists(_))
+        ));
+        issue_client(dir.path(), "reader", 1, true).unwrap();
+        for bad in ["", "a/b", "..", "x y", &"n".repeat(65)] {
+            assert!(
+                matches!(
+                    issue_client(dir.path(), bad, 1, false),
+                    Err(CertError::BadName(_))
+                ),
+                "{bad:?}"
+            );
+        }
+        let empty = tempfile::tempdir().unwrap();
+        let err = issue_client(empty.path(), "reader", 1, false).unwrap_err();
+        assert!(err.to_string().contains("ca-cert.pem"), "{err}");
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
     process::ExitCode,
+    sync::Arc,
     time::Duration,
 };
 
@@ -24,9 +25,11 @@ use crate::app::{
 };
 use crate::grpc::{
     self,
+    authz::Authz,
     error::error_chain,
     health::{pb::health_check_response::ServingStatus, HealthReporter},
     reflection::Reflection,
+    reload::{ReloadHandle, Reloader},
     tls::{self, Identity, Roots},
     Channel, Endpoint, Metadata, ServerConfig, Status, Transport,
 };
@@ -109,6 +112,15 @@ struct ServeArgs {
     /// A name for this replica, sent back as the `x-satellite-instance` response header.
     #[arg(long)]
     instance: Option<String>,
+    /// Authorization policy (gRFC A43 JSON): deny and allow rules over methods, headers and
+    /// client certificate identities; reloaded when the file changes and on SIGHUP (default:
+    /// none, every client the CA vouches for may call every method).
+    #[arg(long, value_name = "FILE")]
+    authz_policy: Option<PathBuf>,
+    /// Seconds between checks of the watched files (certificates, key, CA bundle, policy) for
+    /// changes; 0 reloads only on SIGHUP.
+    #[arg(long, default_value_t = 10.0, value_name = "SECS", value_parser = parse_interval)]
+    reload_interval: f64,
     /// Benchmarks only: run every call through one interceptor that does nothing, to measure
     /// what the interceptor path costs.
     #[arg(long, hide = true)]
@@ -158,6 +170,14 @@ impl grpc::ServerInterceptor for Noop {
         _head: &'a mut grpc::CallHead,
     ) -> grpc::BoxFuture<'a, Result<(), Status>> {
         Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+/// `--reload-interval`: non-negative seconds, decimals allowed, at most a day.
+fn parse_interval(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(secs) if (0.0..=86_400.0).contains(&secs) => Ok(secs),
+        _ => Err(format!("{text:?} is not a number of seconds in 0..=86400")),
     }
 }
 
@@ -269,6 +289,11 @@ struct CertsArgs {
     /// Extra server name (DNS name or IP address); repeatable.
     #[arg(long)]
     san: Vec<String>,
+    /// Issue only a client certificate named NAME (CN=NAME, URI SAN spiffe://satellite/NAME)
+    /// from the CA already in --out, as client-NAME-cert.pem and client-NAME-key.pem;
+    /// repeatable.
+    #[arg(long, value_name = "NAME")]
+    client_name: Vec<String>,
     /// Overwrite existing files.
     #[arg(long)]
     force: bool,
@@ -408,9 +433,21 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         .router()
         .merge(health.router())
         .merge(reflection.router());
+    // Authorization runs first, so that nothing else runs for a call it denies.
+    let mut reloader = Reloader::new();
+    if let Some(path) = &args.authz_policy {
+        let authz = Authz::from_file(path).map_err(|e| Failure::Setup(error_chain(&e)))?;
+        tracing::info!(policy = authz.policy().name(), file = %path.display(), "authorization policy in force");
+        router = router.intercept(authz.interceptor());
+        reloader = reloader.watch(Arc::new(authz));
+    }
     if args.bench_noop_interceptor {
         router = router.intercept(Noop);
     }
+    let interval =
+        (args.reload_interval > 0.0).then(|| Duration::from_secs_f64(args.reload_interval));
+    let reloads = reloader.spawn(interval);
+    let hangups = reload_on_sighup(reloads);
 
     // One signal stops both listeners; health turns NOT_SERVING first so that probes and load
     // balancers stop sending before the GOAWAY.
@@ -450,6 +487,7 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
     tracing::info!(%addr, mode, width = service.map().width(), height = service.map().height(), "serving the map");
     let served = grpc::run(listener, config, router, stopped(stop_rx)).await;
     signals.abort();
+    hangups.abort();
     if let Some(health_server) = health_server {
         let _ = health_server.await;
     }
@@ -488,6 +526,30 @@ fn setup_tls(e: &grpc::Error) -> Failure {
         text.push_str(" (run `satellite certs` to make certificates, or pass --plaintext)");
     }
     Failure::Setup(text)
+}
+
+/// Reloads everything watched on each SIGHUP, for as long as the returned task runs; holds
+/// the reloader (its file checks stop with it). Listening for SIGHUP also keeps it from
+/// ending the process, its default.
+fn reload_on_sighup(reloads: ReloadHandle) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            match signal(SignalKind::hangup()) {
+                Ok(mut hup) => {
+                    while hup.recv().await.is_some() {
+                        tracing::info!("SIGHUP: reloading certificates and policy");
+                        reloads.reload_soon();
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot listen for SIGHUP"),
+            }
+        }
+        // Keep the reloader (and its file checks) alive until the server stops.
+        std::future::pending::<()>().await;
+        drop(reloads);
+    })
 }
 
 /// Service names listed by reflection besides the map's.
@@ -630,6 +692,15 @@ async fn draw_area(
 // ===== certs =====
 
 fn make_certs(args: &CertsArgs) -> Result<(), Failure> {
+    if !args.client_name.is_empty() {
+        for name in &args.client_name {
+            let (cert, key) = certs::issue_client(&args.out, name, args.days, args.force)
+                .map_err(|e| Failure::Setup(e.to_string()))?;
+            println!("wrote {}", cert.display());
+            println!("wrote {}", key.display());
+        }
+        return Ok(());
+    }
     let mut options = CertOptions::new(&args.out);
     options.days = args.days;
     options.extra_sans = args.san.clone();

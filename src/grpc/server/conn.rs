@@ -90,7 +90,7 @@ pub(crate) async fn serve(
     let Some(acceptor) = shared.tls.clone() else {
         let peer = Arc::new(Peer {
             addr,
-            subject: None,
+            ..Peer::default()
         });
         return serve_h2(socket, peer, &shared, stop).instrument(span).await;
     };
@@ -107,16 +107,26 @@ pub(crate) async fn serve(
             return;
         }
     };
-    let subject = stream
+    let identity = stream
         .get_ref()
         .1
         .peer_certificates()
         .and_then(|certs| certs.first())
-        .and_then(|cert| tls::subject_of(cert));
+        .and_then(|cert| tls::identity_of(cert));
+    let (subject, uri_sans, dns_sans) = match identity {
+        Some((subject, uris, dns)) => (Some(subject), uris, dns),
+        None => (None, Vec::new(), Vec::new()),
+    };
     if let Some(subject) = &subject {
         span.record("identity", subject.as_str());
     }
-    let peer = Arc::new(Peer { addr, subject });
+    let peer = Arc::new(Peer {
+        addr,
+        tls: true,
+        subject,
+        uri_sans,
+        dns_sans,
+    });
     serve_h2(stream, peer, &shared, stop).instrument(span).await;
 }
 

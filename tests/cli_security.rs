@@ -1,0 +1,334 @@
+//! The `satellite` binary's day-31 features end to end (issue 14): named client certificates,
+//! an authorization policy reloaded on change and on SIGHUP, and the help that documents them.
+
+use std::{
+    fs::{self, File},
+    net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    thread,
+    time::{Duration, Instant},
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_satellite");
+
+/// Every wait in these tests is bounded by this.
+const WAIT: Duration = Duration::from_secs(20);
+
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn expect_code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code,
+            Some(code),
+            "exit code\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+}
+
+/// Runs the binary to completion within [`WAIT`].
+fn satellite<S: AsRef<std::ffi::OsStr>>(args: impl IntoIterator<Item = S>) -> Run {
+    let child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn satellite");
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let Ok(output) = rx.recv_timeout(WAIT) else {
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+        panic!("satellite did not finish within {WAIT:?}");
+    };
+    let output = output.expect("wait for satellite");
+    Run {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running `satellite serve`, killed when dropped.
+struct Serve {
+    child: Child,
+    addr: SocketAddr,
+    certs: PathBuf,
+    log: PathBuf,
+}
+
+impl Serve {
+    fn start(certs: &Path, extra: &[&str]) -> Self {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
+        let log = certs.with_extension(format!("serve-{}.log", addr.port()));
+        let child = Command::new(BIN)
+            .args(["serve", "--addr", &addr.to_string(), "--certs"])
+            .arg(certs)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn satellite serve");
+        let mut serve = Self {
+            child,
+            addr,
+            certs: certs.to_path_buf(),
+            log,
+        };
+        let started = Instant::now();
+        loop {
+            if let Some(status) = serve.child.try_wait().unwrap() {
+                panic!("serve exited early ({status}): {}", serve.log());
+            }
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return serve;
+            }
+            assert!(
+                started.elapsed() < WAIT,
+                "serve never listened: {}",
+                serve.log()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `area 0 0 1 1` as the client named `name` (None: the default client certificate).
+    fn area_as(&self, name: Option<&str>) -> Run {
+        let mut args = vec![
+            "area".to_owned(),
+            "0".to_owned(),
+            "0".to_owned(),
+            "1".to_owned(),
+            "1".to_owned(),
+            "--render".to_owned(),
+            "none".to_owned(),
+            "--addr".to_owned(),
+            self.addr.to_string(),
+            "--certs".to_owned(),
+            self.certs.display().to_string(),
+            "--server-name".to_owned(),
+            "localhost".to_owned(),
+        ];
+        if let Some(name) = name {
+            for (flag, kind) in [("--cert", "cert"), ("--key", "key")] {
+                args.push(flag.to_owned());
+                args.push(
+                    self.certs
+                        .join(format!("client-{name}-{kind}.pem"))
+                        .display()
+                        .to_string(),
+                );
+            }
+        }
+        satellite(args)
+    }
+
+    fn hangup(&self) {
+        let sent = Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    }
+
+    /// Waits until `ok` holds for the log; panics with the log otherwise.
+    fn wait_log(&self, what: &str, ok: impl Fn(&str) -> bool) {
+        let started = Instant::now();
+        while !ok(&self.log()) {
+            assert!(
+                started.elapsed() < WAIT,
+                "no {what} in the log: {}",
+                self.log()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `satellite certs` into `dir/certs`, plus the named clients.
+fn pki(dir: &Path, clients: &[&str]) -> PathBuf {
+    let certs = dir.join("certs");
+    satellite(["certs", "--out", certs.to_str().unwrap()]).expect_code(0);
+    for name in clients {
+        let run = satellite([
+            "certs",
+            "--out",
+            certs.to_str().unwrap(),
+            "--client-name",
+            name,
+        ]);
+        run.expect_code(0);
+        assert!(
+            run.stdout.contains(&format!("client-{name}-cert.pem")),
+            "{}",
+            run.stdout
+        );
+    }
+    certs
+}
+
+fn count(text: &str, needle: &str) -> usize {
+    text.matches(needle).count()
+}
+
+const READERS: &str = r#"{"name": "readers-only", "allow_rules": [
+    {"name": "readers", "source": {"principals": ["spiffe://satellite/reader"]}}]}"#;
+
+const NOBODY: &str = r#"{"name": "closed", "allow_rules": []}"#;
+
+#[test]
+fn help_documents_the_new_flags_with_defaults() {
+    let serve = satellite(["serve", "--help"]);
+    serve.expect_code(0);
+    for needle in ["--authz-policy", "--reload-interval", "[default: 10]"] {
+        assert!(serve.stdout.contains(needle), "serve help lacks {needle}");
+    }
+    let certs = satellite(["certs", "--help"]);
+    assert!(certs.stdout.contains("--client-name"), "{}", certs.stdout);
+}
+
+#[test]
+fn client_name_needs_an_existing_ca_and_a_plain_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = satellite([
+        "certs",
+        "--out",
+        dir.path().to_str().unwrap(),
+        "--client-name",
+        "x",
+    ]);
+    run.expect_code(2);
+    assert!(run.stderr.contains("ca-cert.pem"), "{}", run.stderr);
+    let certs = pki(dir.path(), &[]);
+    let run = satellite([
+        "certs",
+        "--out",
+        certs.to_str().unwrap(),
+        "--client-name",
+        "../x",
+    ]);
+    run.expect_code(2);
+    assert!(run.stderr.contains("invalid client name"), "{}", run.stderr);
+}
+
+#[test]
+fn a_policy_tells_named_clients_apart_and_reloads_on_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = pki(dir.path(), &["reader"]);
+    let policy = dir.path().join("policy.json");
+    fs::write(&policy, READERS).unwrap();
+    let server = Serve::start(
+        &certs,
+        &[
+            "--authz-policy",
+            policy.to_str().unwrap(),
+            "--reload-interval",
+            "0.1",
+        ],
+    );
+    server.area_as(Some("reader")).expect_code(0);
+    let denied = server.area_as(None);
+    denied.expect_code(1);
+    assert!(
+        denied.stderr.contains("PERMISSION_DENIED") && denied.stderr.contains("readers-only"),
+        "{}",
+        denied.stderr
+    );
+
+    // A broken file is refused with a log line and the old policy stays.
+    fs::write(&policy, "{\"name\": ").unwrap();
+    server.wait_log("refusal", |log| log.contains("refusing the new files"));
+    server.area_as(Some("reader")).expect_code(0);
+
+    // A good one is picked up without a restart.
+    fs::write(&policy, NOBODY).unwrap();
+    server.wait_log("reload", |log| count(log, "reloaded") >= 1);
+    let denied = server.area_as(Some("reader"));
+    denied.expect_code(1);
+    assert!(denied.stderr.contains("closed"), "{}", denied.stderr);
+}
+
+#[test]
+fn sighup_reloads_the_policy_when_file_checks_are_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = pki(dir.path(), &["reader"]);
+    let policy = dir.path().join("policy.json");
+    fs::write(&policy, READERS).unwrap();
+    let server = Serve::start(
+        &certs,
+        &[
+            "--authz-policy",
+            policy.to_str().unwrap(),
+            "--reload-interval",
+            "0",
+        ],
+    );
+    fs::write(&policy, NOBODY).unwrap();
+    // No file checks: the old policy holds until the signal.
+    thread::sleep(Duration::from_millis(300));
+    server.area_as(Some("reader")).expect_code(0);
+    server.hangup();
+    server.wait_log("SIGHUP reload", |log| log.contains("reloaded"));
+    server.area_as(Some("reader")).expect_code(1);
+    // SIGHUP does not stop the server.
+    server.hangup();
+    server.wait_log("second reload", |log| count(log, "reloaded") >= 2);
+    assert!(TcpStream::connect_timeout(&server.addr, Duration::from_secs(1)).is_ok());
+}
+
+#[test]
+fn a_broken_policy_at_startup_exits_2_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = pki(dir.path(), &[]);
+    let policy = dir.path().join("policy.json");
+    fs::write(&policy, r#"{"name": "p", "allow_rules": [{"name": "r", "request": {"headers": [{"key": ":path", "values": ["x"]}]}}]}"#).unwrap();
+    let run = satellite([
+        "serve",
+        "--addr",
+        &format!("127.0.0.1:{}", free_port()),
+        "--certs",
+        certs.to_str().unwrap(),
+        "--authz-policy",
+        policy.to_str().unwrap(),
+    ]);
+    run.expect_code(2);
+    assert!(
+        run.stderr.contains("policy.json") && run.stderr.contains(":path"),
+        "{}",
+        run.stderr
+    );
+}
