@@ -205,6 +205,39 @@ fn count(text: &str, needle: &str) -> usize {
     text.matches(needle).count()
 }
 
+/// The serial of the certificate a new TLS connection to `addr` is shown (a blocking
+/// handshake with rustls, presenting the client certificate in `certs`).
+fn serial_seen(addr: SocketAddr, certs: &Path) -> Vec<u8> {
+    use satellite::grpc::tls::{client_config, Identity, Roots};
+    let roots = Roots::from_pem_file(&certs.join("ca-cert.pem")).unwrap();
+    let identity = Identity::from_pem_files(
+        &certs.join("client-cert.pem"),
+        &certs.join("client-key.pem"),
+    )
+    .unwrap();
+    let config = client_config(&roots, Some(&identity)).unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let mut conn = rustls::ClientConnection::new(config, name).unwrap();
+    let mut tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(WAIT)).unwrap();
+    while conn.is_handshaking() {
+        conn.complete_io(&mut tcp).unwrap();
+    }
+    let leaf = conn.peer_certificates().unwrap()[0].clone();
+    let (_, cert) = x509_parser::parse_x509_certificate(&leaf).unwrap();
+    cert.raw_serial().to_vec()
+}
+
+fn serial_of_file(path: &Path) -> Vec<u8> {
+    let pem = fs::read(path).unwrap();
+    let (_, pem) = x509_parser::pem::parse_x509_pem(&pem).unwrap();
+    let (_, cert) = x509_parser::parse_x509_certificate(&pem.contents).unwrap();
+    cert.raw_serial().to_vec()
+}
+
+/// The log line of a successful policy reload.
+const POLICY_RELOADED: &str = "reloaded what=\"authorization policy\"";
+
 const READERS: &str = r#"{"name": "readers-only", "allow_rules": [
     {"name": "readers", "source": {"principals": ["spiffe://satellite/reader"]}}]}"#;
 
@@ -218,7 +251,9 @@ fn help_documents_the_new_flags_with_defaults() {
         assert!(serve.stdout.contains(needle), "serve help lacks {needle}");
     }
     let certs = satellite(["certs", "--help"]);
-    assert!(certs.stdout.contains("--client-name"), "{}", certs.stdout);
+    for needle in ["--client-name", "--renew"] {
+        assert!(certs.stdout.contains(needle), "certs help lacks {needle}");
+    }
 }
 
 #[test]
@@ -276,7 +311,7 @@ fn a_policy_tells_named_clients_apart_and_reloads_on_change() {
 
     // A good one is picked up without a restart.
     fs::write(&policy, NOBODY).unwrap();
-    server.wait_log("reload", |log| count(log, "reloaded") >= 1);
+    server.wait_log("reload", |log| log.contains(POLICY_RELOADED));
     let denied = server.area_as(Some("reader"));
     denied.expect_code(1);
     assert!(denied.stderr.contains("closed"), "{}", denied.stderr);
@@ -302,11 +337,11 @@ fn sighup_reloads_the_policy_when_file_checks_are_off() {
     thread::sleep(Duration::from_millis(300));
     server.area_as(Some("reader")).expect_code(0);
     server.hangup();
-    server.wait_log("SIGHUP reload", |log| log.contains("reloaded"));
+    server.wait_log("SIGHUP reload", |log| log.contains(POLICY_RELOADED));
     server.area_as(Some("reader")).expect_code(1);
     // SIGHUP does not stop the server.
     server.hangup();
-    server.wait_log("second reload", |log| count(log, "reloaded") >= 2);
+    server.wait_log("second reload", |log| count(log, POLICY_RELOADED) >= 2);
     assert!(TcpStream::connect_timeout(&server.addr, Duration::from_secs(1)).is_ok());
 }
 
@@ -331,4 +366,59 @@ fn a_broken_policy_at_startup_exits_2_naming_the_file() {
         "{}",
         run.stderr
     );
+}
+
+#[test]
+fn renew_then_sighup_rotates_the_server_certificate_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = pki(dir.path(), &[]);
+    let server = Serve::start(&certs, &["--reload-interval", "0"]);
+    let old = serial_of_file(&certs.join("server-cert.pem"));
+    assert_eq!(serial_seen(server.addr, &certs), old);
+
+    let ca = fs::read(certs.join("ca-cert.pem")).unwrap();
+    let run = satellite(["certs", "--out", certs.to_str().unwrap(), "--renew"]);
+    run.expect_code(0);
+    assert_eq!(count(&run.stdout, "wrote "), 4, "{}", run.stdout);
+    assert_eq!(
+        fs::read(certs.join("ca-cert.pem")).unwrap(),
+        ca,
+        "the CA stays"
+    );
+    let new = serial_of_file(&certs.join("server-cert.pem"));
+    assert_ne!(new, old);
+    // Checks are off: the old certificate is in force until the signal.
+    assert_eq!(serial_seen(server.addr, &certs), old);
+
+    server.hangup();
+    server.wait_log("certificate reload", |log| {
+        log.contains("reloaded what=\"certificate and key\"")
+    });
+    assert_eq!(serial_seen(server.addr, &certs), new);
+    let run = satellite([
+        "get",
+        "0",
+        "0",
+        "--addr",
+        &server.addr.to_string(),
+        "--certs",
+        certs.to_str().unwrap(),
+        "--server-name",
+        "localhost",
+    ]);
+    run.expect_code(0);
+
+    // A broken certificate file is refused on the next check; the server goes on.
+    fs::write(certs.join("server-cert.pem"), "garbage").unwrap();
+    server.hangup();
+    server.wait_log("refusal", |log| log.contains("refusing the new files"));
+    assert_eq!(serial_seen(server.addr, &certs), new);
+}
+
+#[test]
+fn renew_without_a_ca_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = satellite(["certs", "--out", dir.path().to_str().unwrap(), "--renew"]);
+    run.expect_code(2);
+    assert!(run.stderr.contains("ca-cert.pem"), "{}", run.stderr);
 }

@@ -13,7 +13,8 @@
 //! Only what a service needs is public: [`Method`], [`Router`], [`run`], [`ServerConfig`],
 //! [`Channel`], [`Endpoint`], [`Request`], [`Response`], [`Streaming`], [`Status`],
 //! [`Metadata`], the interceptor traits, [`tls`], [`health`], [`reflection`], [`authz`] (an
-//! A43 policy as an interceptor) and [`reload`] (files read again while in use). The wire
+//! A43 policy as an interceptor), [`reload`] (files read again while in use) and
+//! [`tls_reload`] (certificates, keys and CA bundles replaced while in use). The wire
 //! internals are crate-private; the fuzz targets reach them through `fuzz_bridge`, compiled
 //! only under `cfg(fuzzing)` and for tests (and, for the decode benchmark, with the
 //! `wire-internals` feature).
@@ -55,6 +56,7 @@ mod status;
 #[allow(unreachable_pub)]
 mod timeout;
 pub mod tls;
+pub mod tls_reload;
 
 pub use client::{Channel, Endpoint};
 pub use compression::Encoding;

@@ -231,20 +231,7 @@ pub fn generate_in_memory(opts: &PkiOptions) -> Result<Pki, CertError> {
     let ca_key = KeyPair::generate()?;
     let ca_cert = ca.self_signed(&ca_key)?;
     let issuer = Issuer::new(ca, ca_key);
-
-    let mut server = with_validity(CertificateParams::default());
-    server.distinguished_name = common_name(SERVER_NAME);
-    server.subject_alt_names = opts
-        .server_sans
-        .iter()
-        .map(|name| san(name))
-        .collect::<Result<_, _>>()?;
-    let server = leaf(server, ExtendedKeyUsagePurpose::ServerAuth, &issuer)?;
-
-    let mut client = with_validity(CertificateParams::default());
-    client.distinguished_name = common_name(&opts.client_name);
-    let client = leaf(client, ExtendedKeyUsagePurpose::ClientAuth, &issuer)?;
-
+    let Leaves { server, client } = server_and_client(opts, &issuer)?;
     Ok(Pki {
         ca_cert: ca_cert.pem(),
         ca_key: issuer.key().serialize_pem(),
@@ -252,6 +239,83 @@ pub fn generate_in_memory(opts: &PkiOptions) -> Result<Pki, CertError> {
         server_key: server.1,
         client_cert: client.0,
         client_key: client.1,
+    })
+}
+
+/// The two leaves of a PKI, each as (cert PEM, key PEM).
+struct Leaves {
+    server: (String, String),
+    client: (String, String),
+}
+
+/// The server and client certificates of a PKI, signed by `issuer`.
+fn server_and_client(opts: &PkiOptions, issuer: &Issuer<'_, KeyPair>) -> Result<Leaves, CertError> {
+    let with_validity = |mut params: CertificateParams| {
+        params.not_before = opts.not_before;
+        params.not_after = opts.not_after;
+        params
+    };
+    let mut server = with_validity(CertificateParams::default());
+    server.distinguished_name = common_name(SERVER_NAME);
+    server.subject_alt_names = opts
+        .server_sans
+        .iter()
+        .map(|name| san(name))
+        .collect::<Result<_, _>>()?;
+    let server = leaf(server, ExtendedKeyUsagePurpose::ServerAuth, issuer)?;
+
+    let mut client = with_validity(CertificateParams::default());
+    client.distinguished_name = common_name(&opts.client_name);
+    let client = leaf(client, ExtendedKeyUsagePurpose::ClientAuth, issuer)?;
+    Ok(Leaves { server, client })
+}
+
+/// Re-issues the server and client certificates (new keys, new serials, validity from now)
+/// from the CA already in `opts.out`, which is kept; `force` is implied.
+///
+/// Each file is replaced by a rename, so a server watching them never reads half a file;
+/// between the certificate and its key it may see a pair that does not match, which it
+/// refuses and then takes once the key follows.
+///
+/// # Errors
+///
+/// [`CertError::Ca`] if the CA cannot be read, [`CertError::Io`] naming the path that failed,
+/// and the errors of [`PkiOptions::valid_for`].
+pub fn renew(opts: &CertOptions) -> Result<CertFiles, CertError> {
+    let files = CertFiles::in_dir(&opts.out);
+    let (ca_cert, ca_key) = (read_ca(&files.ca_cert)?, read_ca(&files.ca_key)?);
+    let ca_error = |path: &Path| {
+        let path = path.to_path_buf();
+        move |e: rcgen::Error| CertError::Ca {
+            path,
+            reason: e.to_string(),
+        }
+    };
+    let key = KeyPair::from_pem(&ca_key).map_err(ca_error(&files.ca_key))?;
+    let issuer = Issuer::from_ca_cert_pem(&ca_cert, key).map_err(ca_error(&files.ca_cert))?;
+    let mut pki_opts = PkiOptions::valid_for(opts.days)?;
+    for name in &opts.extra_sans {
+        if !pki_opts.server_sans.contains(name) {
+            pki_opts.server_sans.push(name.clone());
+        }
+    }
+    let Leaves { server, client } = server_and_client(&pki_opts, &issuer)?;
+    replace_pem(&files.server_key, &server.1, true)?;
+    replace_pem(&files.server_cert, &server.0, false)?;
+    replace_pem(&files.client_key, &client.1, true)?;
+    replace_pem(&files.client_cert, &client.0, false)?;
+    Ok(files)
+}
+
+/// Replaces `path` with a file holding `pem` by writing a sibling and renaming it over.
+fn replace_pem(path: &Path, pem: &str, private: bool) -> Result<(), CertError> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp-{}", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    write_pem(&tmp, pem, private, true)?;
+    fs::rename(&tmp, path).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        CertError::io(path, e)
     })
 }
 
@@ -821,6 +885,44 @@ mod tests {
         let empty = tempfile::tempdir().unwrap();
         let err = issue_client(empty.path(), "reader", 1, false).unwrap_err();
         assert!(err.to_string().contains("ca-cert.pem"), "{err}");
+    }
+
+    #[test]
+    fn renew_keeps_the_ca_and_replaces_the_leaves() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = generate(&CertOptions::new(dir.path())).unwrap();
+        let read = |p: &Path| fs::read_to_string(p).unwrap();
+        let (ca, server, client) = (
+            read(&first.ca_cert),
+            read(&first.server_cert),
+            read(&first.client_cert),
+        );
+        let mut opts = CertOptions::new(dir.path());
+        opts.extra_sans = vec!["renewed.example".into()];
+        let files = renew(&opts).unwrap();
+        assert_eq!(files, first);
+        assert_eq!(read(&files.ca_cert), ca);
+        assert_ne!(read(&files.server_cert), server);
+        assert_ne!(read(&files.client_cert), client);
+        assert!(sans(&read(&files.server_cert))
+            .0
+            .contains(&"renewed.example".to_owned()));
+        #[cfg(unix)]
+        assert_eq!(mode(&files.server_key), 0o600);
+        let (_, ca_pem) = parse_x509_pem(ca.as_bytes()).unwrap();
+        let ca_cert = ca_pem.parse_x509().unwrap();
+        for cert in [&files.server_cert, &files.client_cert] {
+            with_cert(&read(cert), |c| {
+                c.verify_signature(Some(ca_cert.public_key())).unwrap()
+            });
+        }
+        // No temporary files are left behind.
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 6);
+        let empty = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            renew(&CertOptions::new(empty.path())),
+            Err(CertError::Ca { .. })
+        ));
     }
 
     #[test]

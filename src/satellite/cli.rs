@@ -29,8 +29,9 @@ use crate::grpc::{
     error::error_chain,
     health::{pb::health_check_response::ServingStatus, HealthReporter},
     reflection::Reflection,
-    reload::{ReloadHandle, Reloader},
+    reload::{Reload, ReloadHandle, Reloader},
     tls::{self, Identity, Roots},
+    tls_reload::{self, ReloadingIdentity, ReloadingVerifier},
     Channel, Endpoint, Metadata, ServerConfig, Status, Transport,
 };
 
@@ -117,8 +118,9 @@ struct ServeArgs {
     /// none, every client the CA vouches for may call every method).
     #[arg(long, value_name = "FILE")]
     authz_policy: Option<PathBuf>,
-    /// Seconds between checks of the watched files (certificates, key, CA bundle, policy) for
-    /// changes; 0 reloads only on SIGHUP.
+    /// Seconds between checks of the watched files (certificate, key, client CA bundle,
+    /// policy) for changes; 0 reloads only on SIGHUP. New handshakes use reloaded certificates;
+    /// open connections keep theirs.
     #[arg(long, default_value_t = 10.0, value_name = "SECS", value_parser = parse_interval)]
     reload_interval: f64,
     /// Benchmarks only: run every call through one interceptor that does nothing, to measure
@@ -289,6 +291,11 @@ struct CertsArgs {
     /// Extra server name (DNS name or IP address); repeatable.
     #[arg(long)]
     san: Vec<String>,
+    /// Re-issue the server and client certificates (new keys and serials, validity from
+    /// now) from the CA already in --out, replacing those four files; the CA stays. A running
+    /// `serve` picks them up on its next check or SIGHUP.
+    #[arg(long, conflicts_with_all = ["client_name", "force"])]
+    renew: bool,
     /// Issue only a client certificate named NAME (CN=NAME, URI SAN spiffe://satellite/NAME)
     /// from the CA already in --out, as client-NAME-cert.pem and client-NAME-key.pem;
     /// repeatable.
@@ -399,7 +406,7 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
             .with_instance(name)
             .map_err(|e| setup("--instance", e))?;
     }
-    let transport = server_transport(&args.tls)?;
+    let (transport, tls_material) = server_transport(&args.tls)?;
     let mode = if args.tls.plaintext {
         "plaintext"
     } else {
@@ -435,6 +442,9 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         .merge(reflection.router());
     // Authorization runs first, so that nothing else runs for a call it denies.
     let mut reloader = Reloader::new();
+    for item in tls_material {
+        reloader = reloader.watch(item);
+    }
     if let Some(path) = &args.authz_policy {
         let authz = Authz::from_file(path).map_err(|e| Failure::Setup(error_chain(&e)))?;
         tracing::info!(policy = authz.policy().name(), file = %path.display(), "authorization policy in force");
@@ -496,15 +506,18 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-fn server_transport(tls: &TlsArgs) -> Result<Transport, Failure> {
+/// The server's transport, and the TLS material in it that reloads (certificate and key,
+/// client CA bundle).
+fn server_transport(tls: &TlsArgs) -> Result<(Transport, Vec<Arc<dyn Reload>>), Failure> {
     if tls.plaintext {
-        return Ok(Transport::Plaintext);
+        return Ok((Transport::Plaintext, Vec::new()));
     }
     let (ca, cert, key) = tls_files(tls, "server");
-    let identity = Identity::from_pem_files(&cert, &key).map_err(|e| setup_tls(&e))?;
-    let roots = Roots::from_pem_file(&ca).map_err(|e| setup_tls(&e))?;
-    let config = tls::server_config(&identity, Some(&roots)).map_err(|e| setup_tls(&e))?;
-    Ok(Transport::Tls(config))
+    let identity = ReloadingIdentity::from_pem_files(&cert, &key).map_err(|e| setup_tls(&e))?;
+    let verifier = ReloadingVerifier::from_files(&ca).map_err(|e| setup_tls(&e))?;
+    let config = tls_reload::server_config(identity.clone(), Some(verifier.clone()))
+        .map_err(|e| setup_tls(&e))?;
+    Ok((Transport::Tls(config), vec![identity, verifier]))
 }
 
 fn tls_files(tls: &TlsArgs, role: &str) -> (PathBuf, PathBuf, PathBuf) {
@@ -692,6 +705,21 @@ async fn draw_area(
 // ===== certs =====
 
 fn make_certs(args: &CertsArgs) -> Result<(), Failure> {
+    if args.renew {
+        let mut options = CertOptions::new(&args.out);
+        options.days = args.days;
+        options.extra_sans = args.san.clone();
+        let files = certs::renew(&options).map_err(|e| Failure::Setup(e.to_string()))?;
+        for path in [
+            &files.server_cert,
+            &files.server_key,
+            &files.client_cert,
+            &files.client_key,
+        ] {
+            println!("wrote {}", path.display());
+        }
+        return Ok(());
+    }
     if !args.client_name.is_empty() {
         for name in &args.client_name {
             let (cert, key) = certs::issue_client(&args.out, name, args.days, args.force)
@@ -726,7 +754,7 @@ async fn demo(args: DemoArgs) -> Result<(), Failure> {
         key: None,
         plaintext: false,
     };
-    let transport = server_transport(&tls_args)?;
+    let (transport, _) = server_transport(&tls_args)?;
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| setup("cannot listen on 127.0.0.1", e))?;
