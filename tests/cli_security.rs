@@ -1,5 +1,6 @@
 //! The `satellite` binary's day-31 features end to end (issue 14): named client certificates,
-//! an authorization policy reloaded on change and on SIGHUP, and the help that documents them.
+//! an authorization policy reloaded on change and on SIGHUP, certificate renewal, revocation
+//! through a CRL, and the help that documents them.
 
 use std::{
     fs::{self, File},
@@ -247,11 +248,16 @@ const NOBODY: &str = r#"{"name": "closed", "allow_rules": []}"#;
 fn help_documents_the_new_flags_with_defaults() {
     let serve = satellite(["serve", "--help"]);
     serve.expect_code(0);
-    for needle in ["--authz-policy", "--reload-interval", "[default: 10]"] {
+    for needle in [
+        "--authz-policy",
+        "--reload-interval",
+        "[default: 10]",
+        "--crl",
+    ] {
         assert!(serve.stdout.contains(needle), "serve help lacks {needle}");
     }
     let certs = satellite(["certs", "--help"]);
-    for needle in ["--client-name", "--renew"] {
+    for needle in ["--client-name", "--renew", "--revoke", "--unrevoke"] {
         assert!(certs.stdout.contains(needle), "certs help lacks {needle}");
     }
 }
@@ -421,4 +427,93 @@ fn renew_without_a_ca_exits_2() {
     let run = satellite(["certs", "--out", dir.path().to_str().unwrap(), "--renew"]);
     run.expect_code(2);
     assert!(run.stderr.contains("ca-cert.pem"), "{}", run.stderr);
+}
+
+#[test]
+fn revoke_and_crl_shut_a_client_out_after_a_reload_and_unrevoke_lets_it_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = pki(dir.path(), &["reader", "leaked"]);
+    let out = certs.to_str().unwrap();
+    let leaked = certs.join("client-leaked-cert.pem");
+    // An empty CRL to start from: taking a certificate off a CRL that does not exist yet.
+    let run = satellite([
+        "certs",
+        "--out",
+        out,
+        "--unrevoke",
+        leaked.to_str().unwrap(),
+    ]);
+    run.expect_code(0);
+    assert!(run.stdout.contains("(0 revoked)"), "{}", run.stdout);
+    let crl = certs.join("crl.pem");
+    let server = Serve::start(
+        &certs,
+        &["--crl", crl.to_str().unwrap(), "--reload-interval", "0.1"],
+    );
+    server.area_as(Some("leaked")).expect_code(0);
+
+    let run = satellite(["certs", "--out", out, "--revoke", leaked.to_str().unwrap()]);
+    run.expect_code(0);
+    assert!(run.stdout.contains("(1 revoked)"), "{}", run.stdout);
+    server.wait_log("CRL reload", |log| {
+        log.contains("reloaded what=\"client CA bundle and CRLs\"")
+    });
+    let refused = server.area_as(Some("leaked"));
+    refused.expect_code(1);
+    assert!(refused.stderr.contains("UNAVAILABLE"), "{}", refused.stderr);
+    server.area_as(Some("reader")).expect_code(0);
+    server.area_as(None).expect_code(0);
+
+    satellite([
+        "certs",
+        "--out",
+        out,
+        "--unrevoke",
+        leaked.to_str().unwrap(),
+    ])
+    .expect_code(0);
+    let started = Instant::now();
+    while server.area_as(Some("leaked")).code != Some(0) {
+        assert!(started.elapsed() < WAIT, "never let back: {}", server.log());
+        thread::sleep(Duration::from_millis(50));
+    }
+
+    // A certificate from another CA cannot be revoked here.
+    let other = pki(&dir.path().join("other"), &[]);
+    let foreign = other.join("client-cert.pem");
+    let run = satellite(["certs", "--out", out, "--revoke", foreign.to_str().unwrap()]);
+    run.expect_code(2);
+    assert!(
+        run.stderr.contains("not issued by the CA"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn serve_refuses_a_foreign_crl_at_startup() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = pki(dir.path(), &[]);
+    let other = pki(&dir.path().join("other"), &[]);
+    let foreign = other.join("client-cert.pem");
+    let other_out = other.to_str().unwrap();
+    satellite([
+        "certs",
+        "--out",
+        other_out,
+        "--revoke",
+        foreign.to_str().unwrap(),
+    ])
+    .expect_code(0);
+    let run = satellite([
+        "serve",
+        "--addr",
+        &format!("127.0.0.1:{}", free_port()),
+        "--certs",
+        certs.to_str().unwrap(),
+        "--crl",
+        other.join("crl.pem").to_str().unwrap(),
+    ]);
+    run.expect_code(2);
+    assert!(run.stderr.contains("not signed by a CA"), "{}", run.stderr);
 }

@@ -58,7 +58,7 @@ async fn start(dir: &Path) -> Server {
     let files = write_pki(dir, &generate_in_memory(&PkiOptions::default()).unwrap());
     let identity =
         ReloadingIdentity::from_pem_files(&files.server_cert, &files.server_key).unwrap();
-    let verifier = ReloadingVerifier::from_files(&files.ca_cert).unwrap();
+    let verifier = ReloadingVerifier::from_files(&files.ca_cert, &[]).unwrap();
     let tls = tls_reload::server_config(identity.clone(), Some(verifier.clone())).unwrap();
     let reloader = Reloader::new().watch(identity).watch(verifier);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -1,5 +1,6 @@
 //! TLS material that can be replaced while connections use it: a certificate and key (the
-//! server's, or a client's own), and the client CA bundle a server verifies clients with.
+//! server's, or a client's own), and the client CA bundle and certificate revocation lists
+//! (CRLs) a server verifies clients with.
 //!
 //! Each is read from files and implements [`Reload`]: a reload parses everything first and
 //! swaps only when all of it is good, so a file that does not parse, or a key that does not
@@ -26,7 +27,9 @@ use rustls::{
     version::{TLS12, TLS13},
     ClientConfig, DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme,
 };
-use rustls_pki_types::{pem::PemObject as _, CertificateDer, PrivateKeyDer, UnixTime};
+use rustls_pki_types::{
+    pem::PemObject as _, CertificateDer, CertificateRevocationListDer, PrivateKeyDer, UnixTime,
+};
 
 use crate::grpc::{
     error::Error,
@@ -116,21 +119,31 @@ impl ResolvesClientCert for ReloadingIdentity {
     }
 }
 
-/// The server's check of client certificates: a CA bundle from a PEM file, replaceable in use.
+/// The server's check of client certificates: a CA bundle from a PEM file and CRLs (PEM or
+/// DER), replaceable in use.
+///
+/// A client certificate listed in a CRL fails the handshake. Each CRL must be signed by a CA
+/// of the bundle (a CRL of some other CA would silently revoke nothing, so it is refused).
+/// Only end-entity certificates are checked, as our CA signs clients directly; a CA of the
+/// bundle with no CRL revokes nothing, so that a CA added in a rotation works before it has
+/// one. A CRL past its next-update date still counts: refusing every client because a CRL
+/// was not refreshed in time would be an outage of our own making.
 pub struct ReloadingVerifier {
     ca: PathBuf,
+    crls: Vec<PathBuf>,
     current: RwLock<Arc<dyn ClientCertVerifier>>,
 }
 
 impl ReloadingVerifier {
-    /// Reads the CA bundle now.
+    /// Reads the CA bundle and the CRLs now.
     ///
     /// # Errors
     /// An I/O or TLS error naming the file.
-    pub fn from_files(ca: &Path) -> Result<Arc<Self>, Error> {
+    pub fn from_files(ca: &Path, crls: &[PathBuf]) -> Result<Arc<Self>, Error> {
         Ok(Arc::new(Self {
-            current: RwLock::new(build_verifier(ca)?),
+            current: RwLock::new(build_verifier(ca, crls)?),
             ca: ca.to_path_buf(),
+            crls: crls.to_vec(),
         }))
     }
 
@@ -146,21 +159,28 @@ impl fmt::Debug for ReloadingVerifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ReloadingVerifier")
             .field("ca", &self.ca)
+            .field("crls", &self.crls)
             .finish_non_exhaustive()
     }
 }
 
 impl Reload for ReloadingVerifier {
     fn what(&self) -> &str {
-        "client CA bundle"
+        if self.crls.is_empty() {
+            "client CA bundle"
+        } else {
+            "client CA bundle and CRLs"
+        }
     }
 
     fn paths(&self) -> Vec<PathBuf> {
-        vec![self.ca.clone()]
+        let mut paths = vec![self.ca.clone()];
+        paths.extend(self.crls.iter().cloned());
+        paths
     }
 
     fn reload(&self) -> Result<(), Error> {
-        let fresh = build_verifier(&self.ca)?;
+        let fresh = build_verifier(&self.ca, &self.crls)?;
         *self
             .current
             .write()
@@ -269,10 +289,69 @@ fn load_certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, Erro
     Ok(Arc::new(certified))
 }
 
-/// A verifier of client certificates against the CA bundle in `ca`.
-fn build_verifier(ca: &Path) -> Result<Arc<dyn ClientCertVerifier>, Error> {
-    let roots = Roots::from_pem_file(ca)?;
-    WebPkiClientVerifier::builder_with_provider(roots.store, tls::provider())
+/// A verifier of client certificates against the CA bundle in `ca` and the CRLs in `crls`.
+fn build_verifier(ca: &Path, crls: &[PathBuf]) -> Result<Arc<dyn ClientCertVerifier>, Error> {
+    let ca_pem = tls::read(ca)?;
+    let cas = tls::certs_from_pem(&ca_pem, &ca.display().to_string())?;
+    let roots = Roots::from_pem(&ca_pem)
+        .map_err(|e| Error::tls(format!("cannot use {} as a CA bundle", ca.display())).with(e))?;
+    let mut lists = Vec::new();
+    for path in crls {
+        for crl in read_crls(path)? {
+            check_crl_issuer(&crl, &cas, path, ca)?;
+            lists.push(crl);
+        }
+    }
+    let mut builder = WebPkiClientVerifier::builder_with_provider(roots.store, tls::provider());
+    if !lists.is_empty() {
+        builder = builder
+            .with_crls(lists)
+            .only_check_end_entity_revocation()
+            .allow_unknown_revocation_status();
+    }
+    builder
         .build()
         .map_err(|e| Error::tls(format!("cannot verify clients with {}", ca.display())).with(e))
+}
+
+/// The CRLs in a file: PEM (one or more `X509 CRL` blocks) or a single DER CRL.
+fn read_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, Error> {
+    let bytes = tls::read(path)?;
+    if !bytes.trim_ascii_start().starts_with(b"-----BEGIN") {
+        return Ok(vec![CertificateRevocationListDer::from(bytes)]);
+    }
+    let crls = CertificateRevocationListDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Error::tls(format!("cannot parse CRL PEM in {}", path.display())).with(e))?;
+    if crls.is_empty() {
+        return Err(Error::tls(format!(
+            "{}: no CRL found in the PEM",
+            path.display()
+        )));
+    }
+    Ok(crls)
+}
+
+/// Refuses a CRL that does not parse or that no CA of the bundle signed.
+fn check_crl_issuer(
+    crl: &CertificateRevocationListDer<'_>,
+    cas: &[CertificateDer<'static>],
+    path: &Path,
+    bundle: &Path,
+) -> Result<(), Error> {
+    let (_, parsed) = x509_parser::parse_x509_crl(crl)
+        .map_err(|e| Error::tls(format!("{} is not a valid CRL", path.display())).with(e))?;
+    let signed_by_ours = cas.iter().any(|der| {
+        x509_parser::parse_x509_certificate(der).is_ok_and(|(_, ca)| {
+            ca.subject() == parsed.issuer() && parsed.verify_signature(ca.public_key()).is_ok()
+        })
+    });
+    if !signed_by_ours {
+        return Err(Error::tls(format!(
+            "{} is not signed by a CA in {}",
+            path.display(),
+            bundle.display()
+        )));
+    }
+    Ok(())
 }

@@ -319,6 +319,126 @@ fn replace_pem(path: &Path, pem: &str, private: bool) -> Result<(), CertError> {
     })
 }
 
+/// The CRL file `certs --revoke` keeps in a PKI directory.
+pub fn crl_file(dir: &Path) -> PathBuf {
+    dir.join("crl.pem")
+}
+
+/// Adds (or, with `unrevoke`, removes) the certificate in `cert` to the CRL in `dir`
+/// ([`crl_file`]), signed by the CA in `dir`, valid for `days`; makes the CRL if there is
+/// none. Returns the CRL's path and how many certificates it now lists. The file is replaced
+/// by a rename, so a server watching it never reads half a CRL.
+///
+/// # Errors
+///
+/// [`CertError::Ca`] if the CA cannot be read, [`CertError::Revoke`] if `cert` cannot be read,
+/// was not issued by this CA, or the existing CRL is not this CA's; [`CertError::Io`] naming
+/// the path that failed.
+pub fn revoke(
+    dir: &Path,
+    cert: &Path,
+    days: u32,
+    unrevoke: bool,
+) -> Result<(PathBuf, usize), CertError> {
+    use rcgen::{
+        CertificateRevocationListParams, KeyIdMethod, RevocationReason, RevokedCertParams,
+        SerialNumber,
+    };
+    use x509_parser::{num_bigint::BigUint, pem::parse_x509_pem};
+
+    let files = CertFiles::in_dir(dir);
+    let ca_pem = read_ca(&files.ca_cert)?;
+    let ca_key = read_ca(&files.ca_key)?;
+    let bad_ca = |reason: String| CertError::Ca {
+        path: files.ca_cert.clone(),
+        reason,
+    };
+    let (_, ca_block) = parse_x509_pem(ca_pem.as_bytes()).map_err(|e| bad_ca(e.to_string()))?;
+    let ca = ca_block.parse_x509().map_err(|e| bad_ca(e.to_string()))?;
+    let revoke_error = |path: &Path, reason: String| CertError::Revoke {
+        path: path.to_path_buf(),
+        reason,
+    };
+
+    let cert_pem = fs::read(cert).map_err(|e| revoke_error(cert, e.to_string()))?;
+    let (_, block) = parse_x509_pem(&cert_pem)
+        .map_err(|e| revoke_error(cert, format!("not a PEM certificate: {e}")))?;
+    let target = block
+        .parse_x509()
+        .map_err(|e| revoke_error(cert, format!("not a certificate: {e}")))?;
+    if target.issuer() != ca.subject() || target.verify_signature(Some(ca.public_key())).is_err() {
+        return Err(revoke_error(
+            cert,
+            format!("was not issued by the CA in {}", files.ca_cert.display()),
+        ));
+    }
+    let serial = target.raw_serial().to_vec();
+
+    // What the CRL already lists, with the dates it gave, and its number.
+    let crl_path = crl_file(dir);
+    let now = OffsetDateTime::now_utc();
+    let mut revoked: Vec<(Vec<u8>, OffsetDateTime)> = Vec::new();
+    let mut number = BigUint::from(0_u8);
+    match fs::read(&crl_path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(CertError::io(&crl_path, e)),
+        Ok(pem) => {
+            let (_, block) = parse_x509_pem(&pem)
+                .map_err(|e| revoke_error(&crl_path, format!("not a PEM CRL: {e}")))?;
+            let (_, crl) = x509_parser::parse_x509_crl(&block.contents)
+                .map_err(|e| revoke_error(&crl_path, format!("not a CRL: {e}")))?;
+            if crl.verify_signature(ca.public_key()).is_err() {
+                return Err(revoke_error(
+                    &crl_path,
+                    "is not signed by this directory's CA".to_owned(),
+                ));
+            }
+            for entry in crl.iter_revoked_certificates() {
+                let when = entry.revocation_date.to_datetime();
+                revoked.push((entry.raw_serial().to_vec(), when));
+            }
+            if let Some(n) = crl.crl_number() {
+                number = n.clone();
+            }
+        }
+    }
+    revoked.retain(|(s, _)| *s != serial);
+    if !unrevoke {
+        revoked.push((serial, now));
+    }
+    // RFC 5280 §5.2.3: the CRL number increases with each CRL; 20 octets at most.
+    number += 1_u8;
+    let number = number.to_bytes_be();
+    if number.len() > 20 {
+        return Err(revoke_error(
+            &crl_path,
+            "its CRL number is exhausted".to_owned(),
+        ));
+    }
+
+    let window = PkiOptions::valid_for(days)?;
+    let params = CertificateRevocationListParams {
+        this_update: now - BACKDATE,
+        next_update: window.not_after,
+        crl_number: SerialNumber::from_slice(&number),
+        issuing_distribution_point: None,
+        revoked_certs: revoked
+            .iter()
+            .map(|(serial, when)| RevokedCertParams {
+                serial_number: SerialNumber::from_slice(serial),
+                revocation_time: *when,
+                reason_code: Some(RevocationReason::Unspecified),
+                invalidity_date: None,
+            })
+            .collect(),
+        key_identifier_method: KeyIdMethod::Sha256,
+    };
+    let issuer = Issuer::from_ca_cert_pem(&ca_pem, KeyPair::from_pem(&ca_key)?)?;
+    let crl = params.signed_by(&issuer)?;
+    replace_pem(&crl_path, &crl.pem()?, false)?;
+    Ok((crl_path, revoked.len()))
+}
+
 /// Writes a fresh CA, server and client certificate with keys into `opts.out`.
 ///
 /// Nothing is written unless every file can be: existing files are checked first.
@@ -548,6 +668,13 @@ pub enum CertError {
         /// Why it cannot be used.
         reason: String,
     },
+    /// A certificate that cannot be revoked, or a CRL that cannot be extended.
+    Revoke {
+        /// The certificate or CRL file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// A client name that cannot name a certificate.
     BadName(String),
     /// A file that would be overwritten without `force`.
@@ -585,6 +712,7 @@ impl fmt::Display for CertError {
                 "cannot use the CA in {}: {reason} (run `satellite certs` first)",
                 path.display()
             ),
+            Self::Revoke { path, reason } => write!(f, "{}: {reason}", path.display()),
             Self::BadName(name) => write!(
                 f,
                 "invalid client name {name:?}: use 1 to 64 of A-Z a-z 0-9 . _ - (not starting with .)"
@@ -923,6 +1051,62 @@ mod tests {
             renew(&CertOptions::new(empty.path())),
             Err(CertError::Ca { .. })
         ));
+    }
+
+    /// The serials a CRL file lists.
+    fn crl_serials(path: &Path) -> Vec<Vec<u8>> {
+        let pem = fs::read(path).unwrap();
+        let (_, block) = parse_x509_pem(&pem).unwrap();
+        let (_, crl) = x509_parser::parse_x509_crl(&block.contents).unwrap();
+        crl.iter_revoked_certificates()
+            .map(|r| r.raw_serial().to_vec())
+            .collect()
+    }
+
+    fn serial(path: &Path) -> Vec<u8> {
+        with_cert(&fs::read_to_string(path).unwrap(), |c| {
+            c.raw_serial().to_vec()
+        })
+    }
+
+    #[test]
+    fn revoke_adds_and_removes_serials_in_a_crl_signed_by_the_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = generate(&CertOptions::new(dir.path())).unwrap();
+        let (reader, _) = issue_client(dir.path(), "reader", 1, false).unwrap();
+        let (crl, n) = revoke(dir.path(), &files.client_cert, 7, false).unwrap();
+        assert_eq!((crl.clone(), n), (crl_file(dir.path()), 1));
+        assert_eq!(crl_serials(&crl), [serial(&files.client_cert)]);
+        // Twice is once.
+        assert_eq!(
+            revoke(dir.path(), &files.client_cert, 7, false).unwrap().1,
+            1
+        );
+        assert_eq!(revoke(dir.path(), &reader, 7, false).unwrap().1, 2);
+        assert_eq!(
+            revoke(dir.path(), &files.client_cert, 7, true).unwrap().1,
+            1
+        );
+        assert_eq!(crl_serials(&crl), [serial(&reader)]);
+        // Signed by the CA, with an increasing number.
+        let pem = fs::read(&crl).unwrap();
+        let (_, block) = parse_x509_pem(&pem).unwrap();
+        let (_, parsed) = x509_parser::parse_x509_crl(&block.contents).unwrap();
+        let ca = fs::read_to_string(&files.ca_cert).unwrap();
+        with_cert(&ca, |ca| parsed.verify_signature(ca.public_key()).unwrap());
+        assert_eq!(parsed.crl_number().unwrap().to_string(), "4");
+
+        // A certificate from another CA is refused, and so is another CA's CRL.
+        let other = tempfile::tempdir().unwrap();
+        let other_files = generate(&CertOptions::new(other.path())).unwrap();
+        let err = revoke(dir.path(), &other_files.client_cert, 7, false).unwrap_err();
+        assert!(err.to_string().contains("not issued by the CA"), "{err}");
+        revoke(other.path(), &other_files.client_cert, 7, false).unwrap();
+        fs::copy(crl_file(other.path()), &crl).unwrap();
+        let err = revoke(dir.path(), &reader, 7, false).unwrap_err();
+        assert!(err.to_string().contains("not signed by"), "{err}");
+        let err = revoke(dir.path(), &dir.path().join("nope.pem"), 7, false).unwrap_err();
+        assert!(err.to_string().contains("nope.pem"), "{err}");
     }
 
     #[test]

@@ -113,12 +113,17 @@ struct ServeArgs {
     /// A name for this replica, sent back as the `x-satellite-instance` response header.
     #[arg(long)]
     instance: Option<String>,
+    /// A certificate revocation list (PEM or DER) signed by a CA of the bundle: client
+    /// certificates it lists fail the handshake; reloaded like the certificates; repeatable
+    /// (default: none).
+    #[arg(long, value_name = "FILE", conflicts_with = "plaintext")]
+    crl: Vec<PathBuf>,
     /// Authorization policy (gRFC A43 JSON): deny and allow rules over methods, headers and
     /// client certificate identities; reloaded when the file changes and on SIGHUP (default:
     /// none, every client the CA vouches for may call every method).
     #[arg(long, value_name = "FILE")]
     authz_policy: Option<PathBuf>,
-    /// Seconds between checks of the watched files (certificate, key, client CA bundle,
+    /// Seconds between checks of the watched files (certificate, key, client CA bundle, CRLs,
     /// policy) for changes; 0 reloads only on SIGHUP. New handshakes use reloaded certificates;
     /// open connections keep theirs.
     #[arg(long, default_value_t = 10.0, value_name = "SECS", value_parser = parse_interval)]
@@ -296,6 +301,13 @@ struct CertsArgs {
     /// `serve` picks them up on its next check or SIGHUP.
     #[arg(long, conflicts_with_all = ["client_name", "force"])]
     renew: bool,
+    /// Add the certificate in CERT to the CRL in --out (crl.pem, made if missing), signed by
+    /// the CA there and valid for --days; `serve --crl` refuses it from its next reload.
+    #[arg(long, value_name = "CERT", conflicts_with_all = ["renew", "client_name", "unrevoke"])]
+    revoke: Option<PathBuf>,
+    /// Remove the certificate in CERT from the CRL in --out (crl.pem).
+    #[arg(long, value_name = "CERT", conflicts_with_all = ["renew", "client_name"])]
+    unrevoke: Option<PathBuf>,
     /// Issue only a client certificate named NAME (CN=NAME, URI SAN spiffe://satellite/NAME)
     /// from the CA already in --out, as client-NAME-cert.pem and client-NAME-key.pem;
     /// repeatable.
@@ -406,7 +418,7 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
             .with_instance(name)
             .map_err(|e| setup("--instance", e))?;
     }
-    let (transport, tls_material) = server_transport(&args.tls)?;
+    let (transport, tls_material) = server_transport(&args.tls, &args.crl)?;
     let mode = if args.tls.plaintext {
         "plaintext"
     } else {
@@ -507,14 +519,17 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
 }
 
 /// The server's transport, and the TLS material in it that reloads (certificate and key,
-/// client CA bundle).
-fn server_transport(tls: &TlsArgs) -> Result<(Transport, Vec<Arc<dyn Reload>>), Failure> {
+/// client CA bundle and CRLs).
+fn server_transport(
+    tls: &TlsArgs,
+    crls: &[PathBuf],
+) -> Result<(Transport, Vec<Arc<dyn Reload>>), Failure> {
     if tls.plaintext {
         return Ok((Transport::Plaintext, Vec::new()));
     }
     let (ca, cert, key) = tls_files(tls, "server");
     let identity = ReloadingIdentity::from_pem_files(&cert, &key).map_err(|e| setup_tls(&e))?;
-    let verifier = ReloadingVerifier::from_files(&ca).map_err(|e| setup_tls(&e))?;
+    let verifier = ReloadingVerifier::from_files(&ca, crls).map_err(|e| setup_tls(&e))?;
     let config = tls_reload::server_config(identity.clone(), Some(verifier.clone()))
         .map_err(|e| setup_tls(&e))?;
     Ok((Transport::Tls(config), vec![identity, verifier]))
@@ -705,6 +720,17 @@ async fn draw_area(
 // ===== certs =====
 
 fn make_certs(args: &CertsArgs) -> Result<(), Failure> {
+    let change = match (&args.revoke, &args.unrevoke) {
+        (Some(cert), _) => Some((cert, false)),
+        (None, Some(cert)) => Some((cert, true)),
+        (None, None) => None,
+    };
+    if let Some((cert, unrevoke)) = change {
+        let (crl, listed) = certs::revoke(&args.out, cert, args.days, unrevoke)
+            .map_err(|e| Failure::Setup(e.to_string()))?;
+        println!("wrote {} ({listed} revoked)", crl.display());
+        return Ok(());
+    }
     if args.renew {
         let mut options = CertOptions::new(&args.out);
         options.days = args.days;
@@ -754,7 +780,7 @@ async fn demo(args: DemoArgs) -> Result<(), Failure> {
         key: None,
         plaintext: false,
     };
-    let (transport, _) = server_transport(&tls_args)?;
+    let (transport, _) = server_transport(&tls_args, &[])?;
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| setup("cannot listen on 127.0.0.1", e))?;
