@@ -517,3 +517,47 @@ fn serve_refuses_a_foreign_crl_at_startup() {
     run.expect_code(2);
     assert!(run.stderr.contains("not signed by a CA"), "{}", run.stderr);
 }
+
+#[test]
+fn admin_addr_serves_metrics_and_healthz_over_http1() {
+    use std::io::{Read as _, Write as _};
+    let dir = tempfile::tempdir().unwrap();
+    let certs = pki(dir.path(), &[]);
+    let admin = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
+    let server = Serve::start(&certs, &["--admin-addr", &admin.to_string()]);
+    server.area_as(None).expect_code(0);
+    let fetch = |path: &str| {
+        let mut stream = TcpStream::connect(admin).unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut text = String::new();
+        stream.read_to_string(&mut text).unwrap();
+        text
+    };
+    let health = fetch("/healthz");
+    assert!(
+        health.starts_with("HTTP/1.1 200 OK") && health.ends_with("ok\n"),
+        "{health}"
+    );
+    let started = Instant::now();
+    loop {
+        let metrics = fetch("/metrics");
+        assert!(metrics.starts_with("HTTP/1.1 200 OK"), "{metrics}");
+        let line = "grpc_server_call_duration_seconds_count{grpc_method=\"satellite.Satellite/GetImages\",grpc_status=\"OK\"} 1";
+        if metrics.contains(line) {
+            // Readiness probes of the test connect too: at least the call's connection.
+            assert!(
+                metrics.contains("\ngrpc_server_connections_accepted_total "),
+                "{metrics}"
+            );
+            break;
+        }
+        assert!(started.elapsed() < WAIT, "{metrics}");
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert!(fetch("/satellite.Satellite/GetImage").starts_with("HTTP/1.1 404"));
+}

@@ -185,8 +185,8 @@ impl Authz {
     }
 
     /// The interceptor enforcing this policy; add it with
-    /// [`Router::intercept`](crate::grpc::Router::intercept), first, so nothing runs for a
-    /// call it denies.
+    /// [`Router::intercept`](crate::grpc::Router::intercept) first (after the metrics
+    /// interceptor, if any, which only counts), so nothing else runs for a call it denies.
     pub fn interceptor(&self) -> AuthzInterceptor {
         AuthzInterceptor(self.clone())
     }

@@ -25,9 +25,11 @@ use crate::app::{
 };
 use crate::grpc::{
     self,
+    admin::{serve_admin, Healthy},
     authz::Authz,
     error::error_chain,
     health::{pb::health_check_response::ServingStatus, HealthReporter},
+    metrics::Metrics,
     reflection::Reflection,
     reload::{Reload, ReloadHandle, Reloader},
     tls::{self, Identity, Roots},
@@ -128,6 +130,10 @@ struct ServeArgs {
     /// open connections keep theirs.
     #[arg(long, default_value_t = 10.0, value_name = "SECS", value_parser = parse_interval)]
     reload_interval: f64,
+    /// Serve Prometheus metrics (`GET /metrics`, gRFC A66 names) and `GET /healthz` over plain
+    /// HTTP/1.1 on this address; never the gRPC methods (default: off). Keep it private.
+    #[arg(long, value_name = "ADDR")]
+    admin_addr: Option<SocketAddr>,
     /// Benchmarks only: run every call through one interceptor that does nothing, to measure
     /// what the interceptor path costs.
     #[arg(long, hide = true)]
@@ -452,13 +458,23 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         .router()
         .merge(health.router())
         .merge(reflection.router());
-    // Authorization runs first, so that nothing else runs for a call it denies.
+    // Metrics first, so they count the calls authorization refuses too; then authorization,
+    // so that nothing else runs for a call it denies.
+    let metrics = args.admin_addr.map(|_| Metrics::new());
     let mut reloader = Reloader::new();
+    if let Some(metrics) = &metrics {
+        config.metrics = Some(metrics.clone());
+        router = router.intercept(metrics.server_interceptor());
+        reloader = reloader.on_reload(metrics.reload_observer());
+    }
     for item in tls_material {
         reloader = reloader.watch(item);
     }
     if let Some(path) = &args.authz_policy {
-        let authz = Authz::from_file(path).map_err(|e| Failure::Setup(error_chain(&e)))?;
+        let mut authz = Authz::from_file(path).map_err(|e| Failure::Setup(error_chain(&e)))?;
+        if let Some(metrics) = &metrics {
+            authz = authz.on_decision(metrics.authz_observer());
+        }
         tracing::info!(policy = authz.policy().name(), file = %path.display(), "authorization policy in force");
         router = router.intercept(authz.interceptor());
         reloader = reloader.watch(Arc::new(authz));
@@ -498,6 +514,12 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
             )))
         }
     };
+    let admin = match (args.admin_addr, &metrics) {
+        (Some(admin_addr), Some(metrics)) => {
+            Some(start_admin(admin_addr, metrics.clone(), stop_rx.clone()).await?)
+        }
+        _ => None,
+    };
     let signals = {
         let health = health.clone();
         tokio::spawn(async move {
@@ -512,6 +534,10 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
     hangups.abort();
     if let Some(health_server) = health_server {
         let _ = health_server.await;
+    }
+    if let Some((stop_admin, admin)) = admin {
+        let _ = stop_admin.send(());
+        let _ = admin.await;
     }
     served.map_err(|e| setup("server", e))?;
     tracing::info!("server stopped");
@@ -554,6 +580,34 @@ fn setup_tls(e: &grpc::Error) -> Failure {
         text.push_str(" (run `satellite certs` to make certificates, or pass --plaintext)");
     }
     Failure::Setup(text)
+}
+
+/// Binds the admin listener and serves `/metrics` and `/healthz` (503 once `stopping`) until
+/// told to stop, which happens after the gRPC server has drained.
+async fn start_admin(
+    addr: SocketAddr,
+    metrics: Metrics,
+    stopping: tokio::sync::watch::Receiver<bool>,
+) -> Result<
+    (
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    ),
+    Failure,
+> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| setup(&format!("cannot listen on {addr} (--admin-addr)"), e))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| setup("admin listener", e))?;
+    tracing::info!(addr = %bound, "serving /metrics and /healthz over HTTP/1.1");
+    let healthy: Healthy = Arc::new(move || !*stopping.borrow());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(serve_admin(listener, metrics, healthy, async {
+        let _ = stopped.await;
+    }));
+    Ok((stop, task))
 }
 
 /// Reloads everything watched on each SIGHUP, for as long as the returned task runs; holds

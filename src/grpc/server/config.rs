@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 
 use tokio::sync::Semaphore;
 
-use crate::grpc::{error::Error, frame::DEFAULT_MAX_MESSAGE_SIZE};
+use crate::grpc::{error::Error, frame::DEFAULT_MAX_MESSAGE_SIZE, metrics::Metrics};
 
 /// How connections are secured.
 #[derive(Clone, Debug)]
@@ -82,6 +82,10 @@ pub struct ServerConfig {
     /// or `spawn_blocking`, as tokio, which never preempts a task, asks of any blocking work)
     /// holds up only itself; `tests/intercept.rs` shows both.
     pub inline_first_poll: bool,
+    /// Where the server records connections, TLS handshake failures and calls to unknown
+    /// methods; off by default. Call metrics come from
+    /// [`Metrics::server_interceptor`](crate::grpc::metrics::Metrics::server_interceptor).
+    pub metrics: Option<Metrics>,
 }
 
 impl ServerConfig {
@@ -109,6 +113,7 @@ impl ServerConfig {
             max_connection_age_grace: Duration::from_secs(10),
             tls_key_log: false,
             inline_first_poll: true,
+            metrics: None,
         }
     }
 

@@ -29,6 +29,7 @@ use tracing::Instrument as _;
 use crate::grpc::{
     error::Error,
     metadata::Metadata,
+    metrics::{handshake_failure_reason, Metrics},
     request::Peer,
     server::{
         call::{self, Limits},
@@ -87,7 +88,12 @@ pub(crate) async fn serve(
 ) {
     let span = tracing::debug_span!("conn", peer = %addr, identity = tracing::field::Empty);
     let addr = Some(addr);
+    let metrics = shared.config.metrics.as_ref();
+    if let Some(metrics) = metrics {
+        metrics.connection_accepted();
+    }
     let Some(acceptor) = shared.tls.clone() else {
+        let _open = metrics.map(Metrics::connection_open);
         let peer = Arc::new(Peer {
             addr,
             ..Peer::default()
@@ -99,14 +105,22 @@ pub(crate) async fn serve(
     let stream = match handshake {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {
-            tracing::info!(parent: &span, error = %e, "TLS handshake failed");
+            let reason = handshake_failure_reason(&e);
+            tracing::info!(parent: &span, error = %e, reason, "TLS handshake failed");
+            if let Some(metrics) = metrics {
+                metrics.handshake_failed(reason);
+            }
             return;
         }
         Err(_) => {
             tracing::info!(parent: &span, "TLS handshake timed out");
+            if let Some(metrics) = metrics {
+                metrics.handshake_failed("timeout");
+            }
             return;
         }
     };
+    let _open = metrics.map(Metrics::connection_open);
     let identity = stream
         .get_ref()
         .1
@@ -281,6 +295,9 @@ where
                     let handler = match shared.router.handler(head.method()) {
                         Ok(handler) => handler.clone(),
                         Err(status) => {
+                            if let Some(metrics) = &config.metrics {
+                                metrics.unregistered_call(&status);
+                            }
                             call::answer_status(&mut respond, &status, None, &Metadata::new());
                             continue;
                         }
