@@ -253,8 +253,30 @@ fn help_documents_the_new_flags_with_defaults() {
         "--reload-interval",
         "[default: 10]",
         "--crl",
+        "--admin-addr",
+        "--request-budget-per-connection",
+        "[default: 16777216]",
+        "--request-budget-total",
+        "[default: 268435456]",
+        "--request-stall-timeout",
     ] {
         assert!(serve.stdout.contains(needle), "serve help lacks {needle}");
+    }
+    // The README's table names every flag `serve --help` lists.
+    let readme = include_str!("../README.md");
+    for flag in serve
+        .stdout
+        .split_whitespace()
+        .filter(|w| w.starts_with("--") && w.len() > 2)
+        .map(|w| w.trim_end_matches(|c: char| !c.is_ascii_alphanumeric()))
+    {
+        if ["--help", "--version"].contains(&flag) {
+            continue;
+        }
+        assert!(
+            readme.contains(&format!("`{flag}`")),
+            "README lacks `{flag}`"
+        );
     }
     let certs = satellite(["certs", "--help"]);
     for needle in ["--client-name", "--renew", "--revoke", "--unrevoke"] {
@@ -560,4 +582,22 @@ fn admin_addr_serves_metrics_and_healthz_over_http1() {
         thread::sleep(Duration::from_millis(20));
     }
     assert!(fetch("/satellite.Satellite/GetImage").starts_with("HTTP/1.1 404"));
+}
+
+#[test]
+fn a_budget_below_the_message_size_exits_2_naming_it() {
+    let run = satellite([
+        "serve",
+        "--plaintext",
+        "--addr",
+        &format!("127.0.0.1:{}", free_port()),
+        "--request-budget-per-connection",
+        "1000",
+    ]);
+    run.expect_code(2);
+    assert!(
+        run.stderr.contains("request_budget.per_connection = 1000"),
+        "{}",
+        run.stderr
+    );
 }

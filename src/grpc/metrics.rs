@@ -14,6 +14,8 @@
 //! | `grpc_server_tls_handshake_failures_total` | counter | `reason` |
 //! | `grpc_reloads_total` | counter | `what`, `result` (`ok`, `refused`) |
 //! | `grpc_server_authz_decisions_total` | counter | `policy`, `decision`, `rule` |
+//! | `grpc_server_budget_rejections_total` | counter | |
+//! | `grpc_server_request_buffered_bytes` | gauge | |
 //!
 //! A66's rules: `grpc_method` is the full method name without the leading slash
 //! (`satellite.Satellite/GetImage`), and calls to methods the server does not have are recorded
@@ -67,6 +69,8 @@ struct Inner {
     handshake_failures: Family<ReasonLabels, Counter>,
     reloads: Family<ReloadLabels, Counter>,
     authz: Family<AuthzLabels, Counter>,
+    budget_rejections: Counter,
+    buffered: Gauge,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -162,6 +166,8 @@ impl Metrics {
         let handshake_failures = Family::<ReasonLabels, Counter>::default();
         let reloads = Family::<ReloadLabels, Counter>::default();
         let authz = Family::<AuthzLabels, Counter>::default();
+        let budget_rejections = Counter::default();
+        let buffered = Gauge::default();
         registry.register(
             "grpc_server_call_started",
             "Calls started, by method",
@@ -216,6 +222,17 @@ impl Metrics {
             "Authorization decisions, by policy, decision and deciding rule",
             authz.clone(),
         );
+        registry.register(
+            "grpc_server_budget_rejections",
+            "Request streams reset with RESOURCE_EXHAUSTED by the request memory budget",
+            budget_rejections.clone(),
+        );
+        registry.register_with_unit(
+            "grpc_server_request_buffered",
+            "Bytes of unfinished request messages held now, as charged to the request budget",
+            Unit::Bytes,
+            buffered.clone(),
+        );
         Self {
             inner: Arc::new(Inner {
                 registry,
@@ -229,6 +246,8 @@ impl Metrics {
                 handshake_failures,
                 reloads,
                 authz,
+                budget_rejections,
+                buffered,
             }),
         }
     }
@@ -280,6 +299,15 @@ impl Metrics {
             };
             metrics.inner.authz.get_or_create(&labels).inc();
         })
+    }
+
+    pub(crate) fn budget_rejected(&self) {
+        self.inner.budget_rejections.inc();
+    }
+
+    /// `bytes` more (or, negative, fewer) of unfinished request messages are held.
+    pub(crate) fn buffered(&self, bytes: i64) {
+        self.inner.buffered.inc_by(bytes);
     }
 
     pub(crate) fn connection_accepted(&self) {

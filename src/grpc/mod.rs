@@ -30,6 +30,7 @@
 
 pub mod admin;
 pub mod authz;
+mod budget;
 mod client;
 mod codec;
 mod compression;
@@ -61,6 +62,7 @@ mod timeout;
 pub mod tls;
 pub mod tls_reload;
 
+pub use budget::RequestBudget;
 pub use client::{Channel, Endpoint};
 pub use compression::Encoding;
 pub use error::Error;

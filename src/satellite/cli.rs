@@ -34,7 +34,7 @@ use crate::grpc::{
     reload::{Reload, ReloadHandle, Reloader},
     tls::{self, Identity, Roots},
     tls_reload::{self, ReloadingIdentity, ReloadingVerifier},
-    Channel, Endpoint, Metadata, ServerConfig, Status, Transport,
+    Channel, Endpoint, Metadata, RequestBudget, ServerConfig, Status, Transport,
 };
 
 /// The satellite map server and its client, over gRPC with mutual TLS.
@@ -172,6 +172,22 @@ struct LimitArgs {
     /// Seconds calls in flight may take after an idle or age GOAWAY.
     #[arg(long, default_value_t = defaults().max_connection_age_grace.as_secs())]
     max_connection_age_grace: u64,
+    /// Bytes of unfinished request messages one connection may have buffered; past it (or
+    /// the total) the connection gets no more flow-control window. Four 4 MiB requests.
+    #[arg(long, value_name = "BYTES", default_value_t = budget_defaults().per_connection)]
+    request_budget_per_connection: usize,
+    /// Bytes of unfinished request messages all connections together may have buffered.
+    #[arg(long, value_name = "BYTES", default_value_t = budget_defaults().total)]
+    request_budget_total: usize,
+    /// Seconds a stream holding an unfinished request message may receive nothing while a
+    /// budget is full before it is reset with RESOURCE_EXHAUSTED.
+    #[arg(long, value_name = "SECS", default_value_t = budget_defaults().stall_timeout.as_secs())]
+    request_stall_timeout: u64,
+}
+
+/// The request memory budget's defaults, which the flags above show.
+fn budget_defaults() -> RequestBudget {
+    RequestBudget::default()
 }
 
 /// An interceptor that lets every call through (`serve --bench-noop-interceptor`).
@@ -234,6 +250,11 @@ impl LimitArgs {
         config.max_connection_idle = optional(self.max_connection_idle);
         config.max_connection_age = optional(self.max_connection_age);
         config.max_connection_age_grace = secs(self.max_connection_age_grace);
+        config.request_budget = Some(RequestBudget {
+            per_connection: self.request_budget_per_connection,
+            total: self.request_budget_total,
+            stall_timeout: secs(self.request_stall_timeout),
+        });
     }
 }
 

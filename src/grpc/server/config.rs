@@ -5,7 +5,9 @@ use std::{sync::Arc, time::Duration};
 
 use tokio::sync::Semaphore;
 
-use crate::grpc::{error::Error, frame::DEFAULT_MAX_MESSAGE_SIZE, metrics::Metrics};
+use crate::grpc::{
+    budget::RequestBudget, error::Error, frame::DEFAULT_MAX_MESSAGE_SIZE, metrics::Metrics,
+};
 
 /// How connections are secured.
 #[derive(Clone, Debug)]
@@ -86,6 +88,10 @@ pub struct ServerConfig {
     /// methods; off by default. Call metrics come from
     /// [`Metrics::server_interceptor`](crate::grpc::metrics::Metrics::server_interceptor).
     pub metrics: Option<Metrics>,
+    /// The memory budget for partial request messages, per connection and in total; `None`
+    /// turns it off (each stream is then bounded by the message size limit alone).
+    /// [`RequestBudget::default`] says what the defaults are and why.
+    pub request_budget: Option<RequestBudget>,
 }
 
 impl ServerConfig {
@@ -114,6 +120,7 @@ impl ServerConfig {
             tls_key_log: false,
             inline_first_poll: true,
             metrics: None,
+            request_budget: Some(RequestBudget::default()),
         }
     }
 
@@ -167,6 +174,27 @@ impl ServerConfig {
             if value.is_some_and(|d| d > MAX_DURATION) {
                 return Err(Error::config(format!(
                     "{name} = {value:?} is over the maximum of {MAX_DURATION:?}"
+                )));
+            }
+        }
+        if let Some(budget) = &self.request_budget {
+            // A budget smaller than one message would stall a well-behaved maximum-size request.
+            if budget.per_connection < self.max_recv_message_size {
+                return Err(Error::config(format!(
+                    "request_budget.per_connection = {} is below max_recv_message_size = {}",
+                    budget.per_connection, self.max_recv_message_size
+                )));
+            }
+            if budget.total < budget.per_connection {
+                return Err(Error::config(format!(
+                    "request_budget.total = {} is below request_budget.per_connection = {}",
+                    budget.total, budget.per_connection
+                )));
+            }
+            if budget.stall_timeout.is_zero() || budget.stall_timeout > MAX_DURATION {
+                return Err(Error::config(format!(
+                    "request_budget.stall_timeout = {:?} is outside (0, {MAX_DURATION:?}]",
+                    budget.stall_timeout
                 )));
             }
         }

@@ -27,6 +27,7 @@ use tokio_util::io::InspectReader;
 use tracing::Instrument as _;
 
 use crate::grpc::{
+    budget::ServerBudget,
     error::Error,
     metadata::Metadata,
     metrics::{handshake_failure_reason, Metrics},
@@ -44,6 +45,8 @@ use crate::grpc::{
 pub(crate) struct Shared {
     pub(crate) config: ServerConfig,
     router: Router,
+    /// The request memory budget all connections share.
+    budget: Option<Arc<ServerBudget>>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     builder: h2::server::Builder,
 }
@@ -70,9 +73,13 @@ impl Shared {
             .max_send_buffer_size(config.max_send_buffer_size)
             .max_pending_accept_reset_streams(config.max_pending_accept_reset_streams)
             .max_local_error_reset_streams(Some(config.max_local_error_reset_streams));
+        let budget = config
+            .request_budget
+            .map(|settings| ServerBudget::new(settings, config.metrics.clone()));
         Self {
             config,
             router,
+            budget,
             tls,
             builder,
         }
@@ -203,6 +210,7 @@ where
         max_send: config.max_send_message_size,
     };
     let mut calls = JoinSet::new();
+    let budget = shared.budget.as_ref().map(ServerBudget::connection);
     let mut timers = Timers::new(config, &peer, preface_deadline);
     let mut ping_pong = connection.ping_pong();
     if *stop.borrow() {
@@ -306,7 +314,7 @@ where
                     let interceptors = shared.router.interceptors().cloned();
                     // Boxed where it is made, then wrapped: the call's future is a few KiB, and
                     // every move of it is a copy (callgrind: ~2.5 KiB, two fewer copies).
-                    let call = Box::pin(call::run(head, body, respond, handler, interceptors, limits));
+                    let call = Box::pin(call::run(head, body, respond, handler, interceptors, limits, budget.clone()));
                     let mut call = call.instrument(span);
                     if !config.inline_first_poll {
                         calls.spawn(call);
