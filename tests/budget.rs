@@ -80,8 +80,8 @@ async fn four_mib_requests_work_under_the_default_budget() {
     })
     .await;
     let channel = plaintext_channel(server.addr).await;
-    // Four at once on one connection: what the default per-connection budget is sized for.
-    let calls = (0..4).map(|i| {
+    // Twelve at once on one connection (48 MiB): within the default per-connection budget.
+    let calls = (0..12).map(|i| {
         let channel = channel.clone();
         async move {
             let request = EchoRequest {

@@ -255,7 +255,7 @@ fn help_documents_the_new_flags_with_defaults() {
         "--crl",
         "--admin-addr",
         "--request-budget-per-connection",
-        "[default: 16777216]",
+        "[default: 67108864]",
         "--request-budget-total",
         "[default: 268435456]",
         "--request-stall-timeout",

@@ -41,8 +41,13 @@ use crate::grpc::metrics::Metrics;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RequestBudget {
     /// Bytes of partial request messages one connection may have buffered before its window
-    /// stays closed: 16 MiB, four maximum-size (4 MiB) requests arriving at once, which a
-    /// single client rarely exceeds. At least the largest request message.
+    /// stays closed: 64 MiB, sixteen maximum-size (4 MiB) requests arriving at once on one
+    /// connection, and a quarter of the total, so no single connection can take it all. At
+    /// least the largest request message.
+    ///
+    /// More concurrent partial messages than this holds on one connection wait for each other
+    /// (HTTP/2's connection window is shared), and those that wait past the stall timeout are
+    /// reset: size it for the concurrency of the largest uploads a client makes.
     pub per_connection: usize,
     /// Bytes of partial request messages all connections together may have buffered: 256 MiB,
     /// sixty-four maximum-size requests at once, a fraction of a small server's memory.
@@ -56,7 +61,7 @@ pub struct RequestBudget {
 impl Default for RequestBudget {
     fn default() -> Self {
         Self {
-            per_connection: 16 * 1024 * 1024,
+            per_connection: 64 * 1024 * 1024,
             total: 256 * 1024 * 1024,
             stall_timeout: Duration::from_secs(10),
         }

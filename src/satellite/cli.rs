@@ -173,7 +173,7 @@ struct LimitArgs {
     #[arg(long, default_value_t = defaults().max_connection_age_grace.as_secs())]
     max_connection_age_grace: u64,
     /// Bytes of unfinished request messages one connection may have buffered; past it (or
-    /// the total) the connection gets no more flow-control window. Four 4 MiB requests.
+    /// the total) the connection gets no more flow-control window. Sixteen 4 MiB requests.
     #[arg(long, value_name = "BYTES", default_value_t = budget_defaults().per_connection)]
     request_budget_per_connection: usize,
     /// Bytes of unfinished request messages all connections together may have buffered.
