@@ -217,6 +217,11 @@ impl StreamCharge {
             .get_or_insert_with(|| Box::pin(tokio::time::sleep(stall_timeout)));
         while stall.as_mut().poll(cx).is_ready() {
             if !self.conn.has_room() {
+                // A peer's doing (or an overloaded server): debug, so it cannot fill the logs.
+                tracing::debug!(
+                    held = self.charged,
+                    "resetting a request stream stalled while the request budget is full"
+                );
                 if let Some(metrics) = &self.conn.server.metrics {
                     metrics.budget_rejected();
                 }

@@ -58,11 +58,6 @@ impl ReloadingIdentity {
         }))
     }
 
-    /// The leaf certificate in force (DER).
-    pub fn leaf(&self) -> CertificateDer<'static> {
-        self.certified().cert[0].clone()
-    }
-
     fn certified(&self) -> Arc<CertifiedKey> {
         self.current
             .read()
