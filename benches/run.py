@@ -565,6 +565,59 @@ def scen_client(a, tmp):
                 srv.stop()
 
 
+def scen_balance(a, tmp):
+    """Issue 12: each client over round_robin (ours) or balance_list (tonic's) to two
+    tonic_servers, against the same client on one of them; same connections and calls."""
+    c, m = a.conc
+    title = f"client over two tonic_servers vs one (plaintext), -c {c} -m {m}"
+    loadgen = os.path.join(PEER_BIN, "loadgen")
+    tonic = os.path.join(PEER_BIN, "tonic_client")
+    for r in range(a.runs):
+        for name in ("satellite-1", "satellite-rr2", "tonic-1", "tonic-bal2"):
+            addrs = [f"127.0.0.1:{free_port()}", f"127.0.0.2:{free_port()}"]
+            servers = [Server("tonic", server_argv("tonic", addr, None), addr) for addr in addrs]
+            try:
+                two = name.endswith("2")
+                args = ["-c", str(c), "-m", str(m), "-d", str(a.duration), "--warmup", str(a.warmup)]
+                if name.startswith("satellite"):
+                    target = f"ipv4:{addrs[0]},{addrs[1]}" if two else addrs[0]
+                    binary, args = loadgen, ["unary"] + args + (["--round-robin"] if two else [])
+                else:
+                    target = ",".join(addrs) if two else addrs[0]
+                    binary = tonic
+                res = run_client(binary, target, None, args, f"balance_{name}")
+                if res["errors"]:
+                    NOTES.append(f"{title}: client {name} run {r + 1}: {res['errors']} errors")
+                record("balance", "calls", name, res["calls_per_s"], f"{title}: calls/s", "calls/s", True)
+                if res["calls"]:
+                    record("balance", "cpu", name, res["client_cpu_us"] / res["calls"], f"{title}: client CPU per call", "us", False)
+                # How evenly the two servers shared the work (their CPU over the whole run).
+                cpu = [s.cpu_us() for s in servers]
+                if two and sum(cpu):
+                    record("balance", "share", name, min(cpu) / sum(cpu), f"{title}: smaller server's share of server CPU", "", True)
+                log(f"  {title} [{name}] run {r + 1}: {res['calls_per_s']} calls/s")
+            finally:
+                for s in servers:
+                    s.stop()
+
+
+def balance_table():
+    by = RESULTS.get("balance", {})
+    names = ["satellite-1", "satellite-rr2", "tonic-1", "tonic-bal2"]
+    rows = [["figure", "unit"] + names + ["rr2/1 (ours)", "rr2/bal2 (ours/tonic)"]]
+    for metric in ("calls", "cpu", "share"):
+        if metric not in by:
+            continue
+        label, unit, higher = METRICS[("balance", metric)]
+        vals = by[metric]
+        rows.append(
+            [label + (" (higher is better)" if higher else ""), unit]
+            + [cell(vals.get(n)) for n in names]
+            + [ratio(vals.get("satellite-rr2"), vals.get("satellite-1")), ratio(vals.get("satellite-rr2"), vals.get("tonic-bal2"))]
+        )
+    return rows
+
+
 # ---------------------------------------------------------------------------------- report
 
 
@@ -605,6 +658,8 @@ def table(servers):
     head += [f"{x}/{y}" for x, y in extra]
     rows = [head]
     for scenario, metric in ORDER:
+        if scenario == "balance":
+            continue  # its own table (balance_table)
         label, unit, higher = METRICS[(scenario, metric)]
         by = RESULTS[scenario][metric]
         cols = servers if scenario != "client" else ["satellite", "tonic"]
@@ -733,7 +788,7 @@ def main():
     p.add_argument("--warmup", type=float, help="warm-up seconds (default 2; quick 1)")
     p.add_argument("--conc", default="16x32", help="unary connections x in-flight per connection (default 16x32)")
     p.add_argument("--idle-conns", type=int, help="idle mTLS connections held (default 10000; quick 1000)")
-    p.add_argument("--only", help="comma-separated scenarios: unary,latency,stream,mtls,mtlsstream,idle,client")
+    p.add_argument("--only", help="comma-separated scenarios: unary,latency,stream,mtls,mtlsstream,idle,client,balance")
     p.add_argument("--servers", default="satellite,tonic,floor,go", help="servers to compare, in the alternating order")
     p.add_argument("--skip-build", action="store_true", help="use the binaries already built")
     p.add_argument("--out", default=os.path.join(ROOT, "BENCHMARKS.md"), help="markdown report path ('-' for none)")
@@ -748,7 +803,7 @@ def main():
     a.stream_rounds_large = 1 if a.quick else 3
     a.idle_conns = a.idle_conns or (1000 if a.quick else 10_000)
     a.conc = tuple(int(x) for x in a.conc.split("x"))
-    only = set((a.only or "unary,latency,stream,mtls,mtlsstream,idle,client").split(","))
+    only = set((a.only or "unary,latency,stream,mtls,mtlsstream,idle,client,balance").split(","))
     # Enough file descriptors for the held connections (inherited by servers and load).
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY or hard >= 65536:
@@ -806,12 +861,18 @@ def main():
         if "client" in only:
             log("== client side (loadgen vs tonic_client against tonic_server)")
             scen_client(a, tmp)
+        if "balance" in only:
+            log("== client over two servers (round_robin vs balance_list)")
+            scen_balance(a, tmp)
     finally:
         stop_all()
         shutil.rmtree(tmp, ignore_errors=True)
 
     rows = table(servers)
     print(plain(rows))
+    if "balance" in RESULTS:
+        print()
+        print(plain(balance_table()))
     for n in NOTES:
         print("note:", n)
     if a.out != "-":
@@ -899,6 +960,9 @@ def write_report(a, rows, servers, started):
         markdown(rows),
         "",
     ]
+    if "balance" in RESULTS:
+        lines += ["Client over two servers (issue 12): the same client and load over two tonic_servers",
+                  "(ours: round_robin; tonic's: `balance_list`) and over one.", "", markdown(balance_table()), ""]
     if NOTES:
         lines += ["Notes from this run:", ""] + [f"- {n}" for n in NOTES] + [""]
     lines += ABOUT.strip("\n").split("\n") + [""]

@@ -303,7 +303,7 @@ async fn client_streaming_and_bidi_with_no_requests() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn channel_reconnects_after_the_server_restarts() {
+async fn channel_reconnects_within_its_backoff_after_the_server_restarts() {
     let mut server = start_server(Security::Plaintext).await;
     let addr = server.addr;
     let channel = server.channel().await;
@@ -316,9 +316,22 @@ async fn channel_reconnects_after_the_server_restarts() {
     let status = echo_call(&channel, "down").await.unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
 
+    // The address is in TRANSIENT_FAILURE until its backoff (1 s, +-20 %) passes; a call that
+    // waits for ready goes out as soon as the reconnection succeeds.
     let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
     let _server = serve_on(listener, Security::Plaintext, |_| {});
-    assert_eq!(echo_call(&channel, "two").await.unwrap().text, "two");
+    let started = std::time::Instant::now();
+    let mut request = Request::new(EchoRequest::text("two"));
+    request.set_wait_for_ready(true);
+    request.set_timeout(Duration::from_secs(5));
+    let reply = bounded(channel.unary(&ECHO, request)).await.unwrap();
+    assert_eq!(reply.into_inner().text, "two");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(channel.state(), satellite::grpc::ConnectivityState::Ready);
 }
 
 async fn stream_ends_with(

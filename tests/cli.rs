@@ -767,3 +767,145 @@ fn serve_on_a_port_in_use_exits_2() {
     run.expect_code(2);
     assert!(run.stderr.contains(&addr), "{}", run.stderr);
 }
+
+// ===== targets, balancing and service configs =====
+
+/// A client command against `target` with the certificates in `certs`.
+fn client_to(certs: &Path, target: &str, args: &[&str]) -> Run {
+    let mut all: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+    all.extend(["--addr".to_owned(), target.to_owned(), "--certs".to_owned()]);
+    all.push(certs.display().to_string());
+    all.extend(["--server-name".to_owned(), "localhost".to_owned()]);
+    satellite(all)
+}
+
+#[test]
+fn serve_and_get_over_a_unix_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    make_certs(&certs);
+    let socket = dir.path().join("satellite.sock");
+    let target = format!("unix:{}", socket.display());
+    let log = dir.path().join("serve.log");
+    let mut child = Command::new(BIN)
+        .args(["serve", "--addr", &target, "--certs"])
+        .arg(&certs)
+        .env("SATELLITE_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        assert!(
+            started.elapsed() < WAIT,
+            "{}",
+            fs::read_to_string(&log).unwrap()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    let run = client_to(&certs, &target, &["get", "10", "20"]);
+    run.expect_code(0);
+    assert!(
+        run.stdout
+            .contains(&format!("{:?}", file_cell(10, 20).to_string())),
+        "{}",
+        run.stdout
+    );
+    // SIGTERM: a graceful stop removes the socket file.
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    assert!(!socket.exists(), "the socket file was left behind");
+}
+
+#[test]
+fn area_over_round_robin_draws_the_whole_map_from_several_replicas() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    make_certs(&certs);
+    let a = Serve::start(&certs, &["--instance", "a"]);
+    let b = Serve::start(&certs, &["--instance", "b"]);
+    let target = format!("ipv4:{},{}", a.addr, b.addr);
+    let lines: Vec<&str> = WORLD.lines().collect();
+    for _ in 0..2 {
+        let run = client_to(
+            &certs,
+            &target,
+            &[
+                "area",
+                "0",
+                "0",
+                "79",
+                "31",
+                "--render",
+                "plain",
+                "--lb",
+                "round_robin",
+            ],
+        );
+        run.expect_code(0);
+        let got: Vec<&str> = run.stdout.lines().collect();
+        assert_eq!(&got[..32], &lines[..], "{}", run.stdout);
+    }
+    let run = client_to(&certs, &target, &["get", "1", "1", "--lb", "round_robin"]);
+    run.expect_code(0);
+    // A target whose every address is dead names them.
+    let dead = format!("ipv4:127.0.0.1:{},127.0.0.1:{}", free_port(), free_port());
+    let run = client_to(&certs, &dead, &["get", "1", "1", "--lb", "round_robin"]);
+    run.expect_code(1);
+    assert!(
+        run.stderr.contains("UNAVAILABLE") && run.stderr.contains(&dead),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_service_config_is_read_and_a_bad_one_exits_2_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    make_certs(&certs);
+    let server = Serve::start(&certs, &[]);
+    let good = dir.path().join("good.json");
+    fs::write(
+        &good,
+        r#"{"loadBalancingConfig": [{"round_robin": {}}],
+            "methodConfig": [{"name": [{"service": "satellite.Satellite"}], "timeout": "5s",
+              "retryPolicy": {"maxAttempts": 3, "initialBackoff": "0.1s", "maxBackoff": "1s",
+                              "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]}}]}"#,
+    )
+    .unwrap();
+    let run = client_to(
+        &certs,
+        &server.addr.to_string(),
+        &["get", "3", "3", "--service-config", good.to_str().unwrap()],
+    );
+    run.expect_code(0);
+    let bad = dir.path().join("bad.json");
+    fs::write(
+        &bad,
+        r#"{"methodConfig": [{"name": [{"service": "satellite.Satellite"}],
+            "retryPolicy": {"maxAttempts": 3, "initialBackoff": "1 second"}}]}"#,
+    )
+    .unwrap();
+    let run = client_to(
+        &certs,
+        &server.addr.to_string(),
+        &["get", "3", "3", "--service-config", bad.to_str().unwrap()],
+    );
+    run.expect_code(2);
+    assert!(
+        run.stderr.contains("bad.json")
+            && run
+                .stderr
+                .contains("methodConfig[0].retryPolicy.initialBackoff"),
+        "{}",
+        run.stderr
+    );
+    let run = client_to(&certs, "ipv6:1.2.3.4", &["get", "3", "3"]);
+    run.expect_code(2);
+    assert!(run.stderr.contains("ipv6:1.2.3.4"), "{}", run.stderr);
+}

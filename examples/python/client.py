@@ -16,6 +16,7 @@ committed.
 from __future__ import annotations
 
 import argparse
+import json
 import asyncio
 import multiprocessing
 import sys
@@ -44,8 +45,12 @@ class SatelliteClient:
         deadline: float | None = None,
         metadata: Sequence[tuple[str, str]] = (),
         server_name: str | None = None,
+        lb_policy: str | None = None,
+        service_config: str | None = None,
     ) -> None:
         self._addr = addr
+        self._lb_policy = lb_policy
+        self._service_config = service_config
         self._credentials = credentials
         self._deadline = deadline
         self._metadata = tuple(metadata)
@@ -58,6 +63,14 @@ class SatelliteClient:
         if self._server_name:
             # Check the server certificate against this name instead of the host in --addr.
             options.append(("grpc.ssl_target_name_override", self._server_name))
+        if self._service_config:
+            # grpcio applies retry policies only with retries enabled (its default since 1.40,
+            # said explicitly here).
+            options.append(("grpc.service_config", self._service_config))
+            options.append(("grpc.enable_retries", 1))
+        if self._lb_policy:
+            # Overrides the service config's choice, as `satellite get --lb` does.
+            options.append(("grpc.lb_policy_name", self._lb_policy))
         self._channel = grpc.aio.secure_channel(self._addr, self._credentials, options=options)
         self._stub = satellite_pb2_grpc.SatelliteStub(self._channel)
         return self
@@ -157,9 +170,26 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The command line."""
     parser = argparse.ArgumentParser(
         description="Classic Satellite client: six GetImage calls, then the whole map.",
-        epilog="Exit codes: 0 ok, 1 RPC error, 2 unreadable certificates.",
+        epilog="Exit codes: 0 ok, 1 RPC error, 2 unreadable certificates or service config.",
     )
-    parser.add_argument("--addr", default="localhost:8000", help="server host:port")
+    parser.add_argument(
+        "--addr",
+        default="localhost:8000",
+        help="target: host:port, dns:///host:port, ipv4:a:port,b:port, ipv6:[a]:port, unix:/path",
+    )
+    parser.add_argument(
+        "--lb",
+        choices=["pick_first", "round_robin"],
+        default=None,
+        help="load balancing over the target's addresses (default: the service config's)",
+    )
+    parser.add_argument(
+        "--service-config",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="a service config in JSON: balancer, timeouts, retry policies, health checking",
+    )
     parser.add_argument(
         "--certs",
         type=Path,
@@ -204,12 +234,22 @@ async def run(args: argparse.Namespace) -> int:
     except OSError as e:
         print(f"error: cannot read certificates: {e} (run `satellite certs`)", file=sys.stderr)
         return 2
+    service_config = None
+    if args.service_config is not None:
+        try:
+            service_config = args.service_config.read_text()
+            json.loads(service_config)
+        except (OSError, ValueError) as e:
+            print(f"error: --service-config {args.service_config}: {e}", file=sys.stderr)
+            return 2
     async with SatelliteClient(
         args.addr,
         credentials,
         deadline=args.deadline,
         metadata=args.metadata,
         server_name=args.server_name,
+        lb_policy=args.lb,
+        service_config=service_config,
     ) as client:
         off_map = (args.width, args.height)
         for x, y in locations(args.width, args.height):

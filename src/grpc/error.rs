@@ -34,6 +34,7 @@ pub(crate) enum Kind {
     Io,
     Http2,
     Timeout,
+    Unavailable,
 }
 
 impl Error {
@@ -68,8 +69,17 @@ impl Error {
         Self::new(Kind::Http2, context).with(cause)
     }
 
+    pub(crate) fn unavailable(context: impl Into<String>) -> Self {
+        Self::new(Kind::Unavailable, context)
+    }
+
     pub(crate) fn timeout(phase: &str) -> Self {
         Self::new(Kind::Timeout, format!("{phase} timed out"))
+    }
+
+    /// True when no address of a target could be connected.
+    pub fn is_unavailable(&self) -> bool {
+        self.inner.kind == Kind::Unavailable
     }
 
     /// True for an invalid configuration (a setting out of range, a missing certificate).
@@ -141,8 +151,6 @@ pub(crate) enum WireError {
     Cardinality { more: bool },
     /// HTTP/2 failed under the call (stream reset, connection lost).
     Transport(h2::Error),
-    /// No connection could be made for the call.
-    Connect(Error),
 }
 
 /// The side that met a wire fault: the same fault can mean a different code, or different
@@ -199,7 +207,6 @@ impl WireError {
                 if more { "more" } else { "none" }
             )),
             Self::Transport(e) => status_from_h2(&e),
-            Self::Connect(e) => Status::unavailable(error_chain(&e)),
         }
     }
 }

@@ -6,12 +6,14 @@
 //!         -> server::call (interceptors, deadline, cancel)
 //!         -> recv (FrameDecoder -> codec) -> typed handler
 //!         -> send (codec -> SendStream, within flow control) -> trailers (Status)
-//! client: Channel -> client::call (interceptors, request head) -> send -> response head
-//!         -> recv -> trailers (Status)
+//! client: Channel (target -> resolver -> subchannels -> pick_first | round_robin)
+//!         -> client::call (interceptors; per attempt: pick, request head, send, response
+//!            head; retries per the service config) -> recv -> trailers (Status)
 //! ```
 //!
-//! Only what a service needs is public: [`Method`], [`Router`], [`run`], [`ServerConfig`],
-//! [`Channel`], [`Endpoint`], [`Request`], [`Response`], [`Streaming`], [`Status`],
+//! Only what a service needs is public: [`Method`], [`Router`], [`run`] (on a [`Listener`]),
+//! [`ServerConfig`], [`Channel`], [`Endpoint`] (with [`ServiceConfig`], [`LbPolicy`],
+//! [`Resolver`], [`ConnectBackoff`]), [`Request`], [`Response`], [`Streaming`], [`Status`],
 //! [`Metadata`], the interceptor traits, [`tls`], [`health`], [`reflection`], [`authz`] (an
 //! A43 policy as an interceptor), [`reload`] (files read again while in use),
 //! [`tls_reload`] (certificates, keys and CA bundles replaced while in use), [`metrics`] (A66
@@ -61,9 +63,13 @@ mod status;
 mod timeout;
 pub mod tls;
 pub mod tls_reload;
+mod web;
 
 pub use budget::RequestBudget;
-pub use client::{Channel, Endpoint};
+pub use client::{
+    Address, Channel, ConnectBackoff, ConnectivityState, Endpoint, LbPolicy, Resolver,
+    ServiceConfig,
+};
 pub use compression::Encoding;
 pub use error::Error;
 pub use intercept::{
@@ -74,5 +80,5 @@ pub use metadata::{Metadata, MetadataError};
 pub use method::{BidiStreaming, ClientStreaming, Method, ServerStreaming, Unary};
 pub use recv::Streaming;
 pub use request::{IntoMessage, Outgoing, Peer, Request, Response};
-pub use server::{run, serve_io, Router, ServerConfig, Transport};
+pub use server::{run, serve_io, Listener, Router, ServerConfig, Transport};
 pub use status::{Code, Status};

@@ -286,7 +286,13 @@ impl RequestSender {
 
     /// The sender's own failure, which explains `status` when it reset the stream.
     pub(crate) fn failure_or(&self, status: Status) -> Status {
-        self.failed.get().cloned().unwrap_or(status)
+        self.own_failure().unwrap_or(status)
+    }
+
+    /// The sender's own failure (a message that could not be sent, the caller's stream
+    /// failing, the deadline), if it had one.
+    pub(crate) fn own_failure(&self) -> Option<Status> {
+        self.failed.get().cloned()
     }
 }
 

@@ -39,6 +39,7 @@ pub struct Request<T> {
     deadline: Option<Instant>,
     peer: Option<Arc<Peer>>,
     compression: Option<Encoding>,
+    wait_for_ready: Option<bool>,
 }
 
 impl<T> Request<T> {
@@ -51,6 +52,7 @@ impl<T> Request<T> {
             deadline: None,
             peer: None,
             compression: None,
+            wait_for_ready: None,
         }
     }
 
@@ -62,6 +64,7 @@ impl<T> Request<T> {
             deadline: head.deadline,
             peer: Some(head.peer),
             compression: head.encoding,
+            wait_for_ready: None,
         }
     }
 
@@ -90,6 +93,18 @@ impl<T> Request<T> {
     /// The client-side timeout, if one was set.
     pub fn timeout(&self) -> Option<Duration> {
         self.timeout
+    }
+
+    /// Client side: whether the call waits for a READY connection instead of failing fast
+    /// with UNAVAILABLE when every address has failed; overrides the service config's
+    /// `waitForReady` (default: fail fast).
+    pub fn set_wait_for_ready(&mut self, wait: bool) {
+        self.wait_for_ready = Some(wait);
+    }
+
+    /// The call's own wait-for-ready choice, if it made one.
+    pub fn wait_for_ready(&self) -> Option<bool> {
+        self.wait_for_ready
     }
 
     /// The server-side deadline taken from the caller's `grpc-timeout`.
@@ -136,6 +151,7 @@ impl<T> Request<T> {
             deadline: self.deadline,
             peer: self.peer,
             compression: self.compression,
+            wait_for_ready: self.wait_for_ready,
         }
     }
 }

@@ -52,6 +52,16 @@ pub(crate) struct Encoder {
 }
 
 impl Encoder {
+    /// The encoded bytes not yet handed to h2: what a retry records for replay.
+    pub(crate) fn pending(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Queues bytes encoded earlier: a retry replaying what an earlier attempt sent.
+    pub(crate) fn push_encoded(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
     /// Encodes one message into the buffer (not yet sent). `compress` is the message's own
     /// choice; `None` takes the call's.
     pub(crate) fn encode<M: prost::Message>(

@@ -127,6 +127,14 @@ impl Code {
         self as i32
     }
 
+    /// The code with this canonical name (`"UNAVAILABLE"`), as service configs spell them.
+    pub fn from_name(name: &str) -> Option<Self> {
+        CODES
+            .iter()
+            .find(|(_, n, _)| *n == name)
+            .map(|(code, _, _)| *code)
+    }
+
     /// The canonical name, as in statuscodes.md (`"OUT_OF_RANGE"`).
     pub fn name(self) -> &'static str {
         CODES[self as usize].1

@@ -34,7 +34,8 @@ use crate::grpc::{
     reload::{Reload, ReloadHandle, Reloader},
     tls::{self, Identity, Roots},
     tls_reload::{self, ReloadingIdentity, ReloadingVerifier},
-    Channel, Endpoint, Metadata, RequestBudget, ServerConfig, Status, Transport,
+    Channel, Endpoint, LbPolicy, Metadata, RequestBudget, ServerConfig, ServiceConfig, Status,
+    Transport,
 };
 
 /// The satellite map server and its client, over gRPC with mutual TLS.
@@ -88,9 +89,9 @@ struct TlsArgs {
 
 #[derive(Debug, Args)]
 struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:8000")]
-    addr: SocketAddr,
+    /// Address to listen on: host:port, or unix:/path for a Unix domain socket.
+    #[arg(long, default_value = "127.0.0.1:8000", value_parser = ListenAddr::parse)]
+    addr: ListenAddr,
     #[command(flatten)]
     tls: TlsArgs,
     /// Map file: H lines of W printable ASCII bytes (default: the embedded 80 x 32 world).
@@ -140,6 +141,57 @@ struct ServeArgs {
     bench_noop_interceptor: bool,
     #[command(flatten)]
     limits: LimitArgs,
+}
+
+/// Where `serve` listens.
+#[derive(Debug, Clone)]
+enum ListenAddr {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl ListenAddr {
+    fn parse(s: &str) -> Result<Self, String> {
+        if let Some(path) = s.strip_prefix("unix:") {
+            let path = path.strip_prefix("//").unwrap_or(path);
+            if path.is_empty() {
+                return Err("unix: needs a socket path, as in unix:/tmp/satellite.sock".into());
+            }
+            return Ok(Self::Unix(PathBuf::from(path)));
+        }
+        s.parse()
+            .map(Self::Tcp)
+            .map_err(|e| format!("expected host:port or unix:/path ({e})"))
+    }
+
+    /// Binds, replacing a stale socket file that a previous run left behind (never a
+    /// regular file).
+    async fn bind(&self) -> Result<grpc::Listener, Failure> {
+        match self {
+            Self::Tcp(addr) => TcpListener::bind(addr)
+                .await
+                .map(Into::into)
+                .map_err(|e| setup(&format!("cannot listen on {addr}"), e)),
+            Self::Unix(path) => {
+                use std::os::unix::fs::FileTypeExt as _;
+                if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+                    let _ = std::fs::remove_file(path);
+                }
+                tokio::net::UnixListener::bind(path)
+                    .map(Into::into)
+                    .map_err(|e| setup(&format!("cannot listen on unix:{}", path.display()), e))
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Tcp(addr) => write!(f, "{addr}"),
+            Self::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
 }
 
 /// Connection management and limits; defaults are the runtime's (see `ServerConfig`).
@@ -260,9 +312,18 @@ impl LimitArgs {
 
 #[derive(Debug, Args)]
 struct ClientArgs {
-    /// Server address.
+    /// Target: host:port (every address the name resolves to), dns:///host:port,
+    /// ipv4:a:port,b:port, ipv6:[a]:port,..., or unix:/path.
     #[arg(long, default_value = "127.0.0.1:8000")]
     addr: String,
+    /// Load balancing over the target's addresses (default: the service config's, else
+    /// pick_first).
+    #[arg(long, value_enum)]
+    lb: Option<LbArg>,
+    /// A service config in JSON (gRFC A6): balancer, per-method timeouts, waitForReady,
+    /// retry policies, retry throttling, health checking.
+    #[arg(long, value_name = "FILE")]
+    service_config: Option<PathBuf>,
     #[command(flatten)]
     tls: TlsArgs,
     /// Name the server certificate must carry (default: the host of --addr).
@@ -303,6 +364,14 @@ struct AreaArgs {
     render: Option<RenderArg>,
     #[command(flatten)]
     client: ClientArgs,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LbArg {
+    #[value(name = "pick_first")]
+    PickFirst,
+    #[value(name = "round_robin")]
+    RoundRobin,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -451,9 +520,7 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
     } else {
         "mutual TLS"
     };
-    let listener = TcpListener::bind(args.addr)
-        .await
-        .map_err(|e| setup(&format!("cannot listen on {}", args.addr), e))?;
+    let listener = args.addr.bind().await?;
     let mut config = ServerConfig::new(transport);
     config.shutdown_grace = Duration::from_secs(args.grace);
     config.tls_key_log = tls_key_log();
@@ -461,7 +528,13 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
     config
         .validate()
         .map_err(|e| Failure::Setup(error_chain(&e)))?;
-    let addr = listener.local_addr().map_err(|e| setup("listener", e))?;
+    let addr = match &listener {
+        grpc::Listener::Tcp(l) => l
+            .local_addr()
+            .map_err(|e| setup("listener", e))?
+            .to_string(),
+        _ => args.addr.to_string(),
+    };
 
     let health = HealthReporter::new();
     health.set_status(SERVICE_NAME, ServingStatus::Serving);
@@ -517,7 +590,12 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
     let health_server = match args.health_port {
         None => None,
         Some(port) => {
-            let health_addr = SocketAddr::new(args.addr.ip(), port);
+            let ListenAddr::Tcp(main) = &args.addr else {
+                return Err(Failure::Setup(
+                    "--health-port needs a TCP --addr (it listens on the same IP)".into(),
+                ));
+            };
+            let health_addr = SocketAddr::new(main.ip(), port);
             let health_listener = TcpListener::bind(health_addr).await.map_err(|e| {
                 setup(
                     &format!("cannot listen on {health_addr} (--health-port)"),
@@ -559,6 +637,9 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
     if let Some((stop_admin, admin)) = admin {
         let _ = stop_admin.send(());
         let _ = admin.await;
+    }
+    if let ListenAddr::Unix(path) = &args.addr {
+        let _ = std::fs::remove_file(path);
     }
     served.map_err(|e| setup("server", e))?;
     tracing::info!("server stopped");
@@ -697,6 +778,18 @@ fn client_of(args: &ClientArgs) -> Result<(SatelliteClient, CallOptions), Failur
     }
     if let Some(name) = &args.server_name {
         endpoint = endpoint.server_name(name.clone());
+    }
+    if let Some(lb) = args.lb {
+        endpoint = endpoint.lb_policy(match lb {
+            LbArg::PickFirst => LbPolicy::PickFirst,
+            LbArg::RoundRobin => LbPolicy::RoundRobin,
+        });
+    }
+    if let Some(path) = &args.service_config {
+        let context = format!("--service-config {}", path.display());
+        let json = std::fs::read_to_string(path).map_err(|e| setup(&context, e))?;
+        let config = ServiceConfig::from_json(&json).map_err(|e| setup(&context, e))?;
+        endpoint = endpoint.service_config(config);
     }
     let endpoint = endpoint.tls_key_log(!args.tls.plaintext && tls_key_log());
     let channel = Channel::lazy(endpoint).map_err(|e| setup("--addr", e))?;
@@ -881,6 +974,8 @@ async fn demo(args: DemoArgs) -> Result<(), Failure> {
 
     let client_args = ClientArgs {
         addr: addr.to_string(),
+        lb: None,
+        service_config: None,
         tls: tls_args,
         server_name: Some("localhost".to_owned()),
         deadline: Some(10_000),

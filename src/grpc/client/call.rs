@@ -15,7 +15,12 @@ use http::{header, HeaderValue, Method as HttpMethod};
 use tokio::time::Instant;
 
 use crate::grpc::{
-    client::channel::Channel,
+    client::{
+        channel::{Channel, Picker},
+        pool::Picked,
+        replay::{Record, Recording, Replayed},
+        retry::{self, Failed},
+    },
     compression::{Encoding, ACCEPT_ENCODING},
     error::{Side, WireError},
     intercept::{CallSummary, Chain, ClientCallHead, ClientInterceptor},
@@ -24,13 +29,26 @@ use crate::grpc::{
     method::{BidiStreaming, ClientStreaming, Method, ServerStreaming, Unary},
     recv::{Counts, RecvBody, RequestSender, Streaming},
     request::{IntoMessage, Request, Response},
-    send::{MessageSink, PipeEnd, Source},
-    status::Status,
+    send::{MessageSink, MessageSource, PipeEnd, Source},
+    status::{Code, Status},
     timeout,
 };
 
 /// Sent on every call; grpcio-style `grpc-<lang>/<version>`.
 const USER_AGENT: &str = concat!("grpc-rust-satellite/", env!("CARGO_PKG_VERSION"));
+
+/// Sent on retries (A6): how many attempts went before this one.
+const PREVIOUS_ATTEMPTS: &str = "grpc-previous-rpc-attempts";
+
+/// What a call takes from its request and the service config, once, for all its attempts.
+struct Plan<'a> {
+    path: &'static str,
+    /// The caller's timeout or the config's, whichever is shorter.
+    timeout: Option<Duration>,
+    deadline: Option<Instant>,
+    wait_for_ready: bool,
+    retry: Option<&'a crate::grpc::client::service_config::RetryPolicy>,
+}
 
 impl Channel {
     /// Makes a unary call: a server-streaming call whose response is one message.
@@ -66,16 +84,37 @@ impl Channel {
         Resp: prost::Message + Default,
     {
         let observer = self.before(method.path(), &mut request).await?;
-        let result = async {
-            let deadline = deadline_after(request.timeout());
-            let (response, send) = self.start(method.path(), &request, deadline).await?;
-            self.send_one(send, request.message(), &request, observer.as_ref())?;
-            let (stream, headers) = self
-                .response_stream::<Resp>(response, deadline, observer.as_ref())
-                .await?;
-            Ok(Response::from_parts(stream, headers, Metadata::new()))
+        let plan = self.plan(method.path(), &request);
+        // A request too large to keep for replay commits the call to its first attempt.
+        let replayable = plan.retry.is_some()
+            && request.message().encoded_len() <= self.inner.endpoint.retry_buffer_size;
+        let mut previous = 0;
+        let mut transparent = 0;
+        let result = loop {
+            let attempt = async {
+                let (response, send, picked) = self.start(&plan, &request, previous).await?;
+                self.send_one(send, request.message(), &request, observer.as_ref())
+                    .map_err(Failed::committed)?;
+                let (stream, headers) = self
+                    .response_stream::<Resp>(response, &plan, observer.as_ref(), picked)
+                    .await?;
+                Ok(Response::from_parts(stream, headers, Metadata::new()))
+            };
+            let failed = match attempt.await {
+                Ok(response) => break Ok(response),
+                Err(failed) => failed,
+            };
+            match self
+                .retry_after(&plan, failed, replayable, previous, &mut transparent)
+                .await
+            {
+                Ok(counted) => previous += u32::from(counted),
+                Err(status) => break Err(status),
+            }
+        };
+        if let (Ok(_), Some(t)) = (&result, &self.inner.throttle) {
+            t.success();
         }
-        .await;
         streaming_result(observer, result)
     }
 
@@ -118,27 +157,127 @@ impl Channel {
         T: IntoMessage<Req> + 'static,
     {
         let observer = self.before(method.path(), &mut request).await?;
-        let result = async {
-            let deadline = deadline_after(request.timeout());
-            let (response, send) = self.start(method.path(), &request, deadline).await?;
-            let sink = self.sink(send, &request);
-            let sent = observer.as_ref().map(|o| o.sent.clone());
-            let requests = futures_util::StreamExt::map(request.into_inner(), Ok::<T, Status>);
-            let failed = Arc::new(OnceLock::new());
-            let task = tokio::spawn({
-                let failed = failed.clone();
-                let source = Source::<_, Req>::new(requests);
-                async move { send_all(sink, source, deadline, sent, &failed).await }
-            });
-            // Held from here on: dropping the call at any point stops the requests.
-            let sender = RequestSender::new(task.abort_handle(), failed);
-            let head = self.response_stream::<Resp>(response, deadline, observer.as_ref());
-            let (mut stream, headers) = head.await.map_err(|status| sender.failure_or(status))?;
-            stream.sent_by(sender);
-            Ok(Response::from_parts(stream, headers, Metadata::new()))
+        let plan = self.plan(method.path(), &request);
+        let mut stream = None;
+        let request = request.map(|s| stream = Some(s));
+        let requests =
+            futures_util::StreamExt::map(stream.expect("the request's stream"), Ok::<T, Status>);
+        let source = Source::<_, Req>::new(requests);
+        let result = match plan.retry {
+            None => {
+                self.bidi_once(&plan, &request, source, observer.as_ref())
+                    .await
+            }
+            Some(_) => {
+                self.bidi_replayable(&plan, &request, source, observer.as_ref())
+                    .await
+            }
+        };
+        if let (Ok(_), Some(t)) = (&result, &self.inner.throttle) {
+            t.success();
         }
-        .await;
         streaming_result(observer, result)
+    }
+
+    /// A streaming call without a retry policy: its request stream goes to one sender task
+    /// whole. Until then nothing has left, so an attempt that fails to open goes again unseen
+    /// (a transparent retry).
+    async fn bidi_once<Resp: prost::Message + Default>(
+        &self,
+        plan: &Plan<'_>,
+        request: &Request<()>,
+        source: impl MessageSource + 'static,
+        observer: Option<&Observer>,
+    ) -> Result<Response<Streaming<Resp>>, Status> {
+        let mut transparent = 0;
+        let (response, send, picked) = loop {
+            match self.start(plan, request, 0).await {
+                Ok(opened) => break opened,
+                Err(f) => {
+                    self.retry_after(plan, f, false, 0, &mut transparent)
+                        .await?;
+                }
+            }
+        };
+        let sink = self.sink(send, request);
+        let sent = observer.map(|o| o.sent.clone());
+        let failed = Arc::new(OnceLock::new());
+        let deadline = plan.deadline;
+        let task = tokio::spawn({
+            let failed = failed.clone();
+            async move { send_all(sink, source, deadline, sent, &failed).await }
+        });
+        // Held from here on: dropping the call at any point stops the requests.
+        let sender = RequestSender::new(task.abort_handle(), failed);
+        let head = self.response_stream::<Resp>(response, plan, observer, picked);
+        let (mut stream, headers) = head
+            .await
+            .map_err(|failed| sender.failure_or(failed.status))?;
+        stream.sent_by(sender);
+        Ok(Response::from_parts(stream, headers, Metadata::new()))
+    }
+
+    /// A streaming call with a retry policy: what each attempt sends is recorded (up to the
+    /// retry buffer) and replayed by the next before it goes on with the caller's stream.
+    async fn bidi_replayable<Resp: prost::Message + Default>(
+        &self,
+        plan: &Plan<'_>,
+        request: &Request<()>,
+        source: impl MessageSource + 'static,
+        observer: Option<&Observer>,
+    ) -> Result<Response<Streaming<Resp>>, Status> {
+        let record = Record::new(self.inner.endpoint.retry_buffer_size);
+        let shared = Recording::shared(source, record.clone());
+        let (mut previous, mut transparent) = (0, 0);
+        loop {
+            let (response, send, picked) = match self.start(plan, request, previous).await {
+                Ok(opened) => opened,
+                Err(f) => {
+                    let counted = self
+                        .retry_after(plan, f, true, previous, &mut transparent)
+                        .await?;
+                    previous += u32::from(counted);
+                    continue;
+                }
+            };
+            let sink = self.sink(send, request);
+            let sent = observer.map(|o| o.sent.clone());
+            let failed = Arc::new(OnceLock::new());
+            let deadline = plan.deadline;
+            let task = tokio::spawn({
+                let (failed, shared, record) = (failed.clone(), shared.clone(), record.clone());
+                async move {
+                    // The previous attempt's task was aborted; its hold ends when it drops.
+                    let mut source = shared.lock().await;
+                    let replayed = Replayed::new(&record, source.as_mut());
+                    send_all(sink, replayed, deadline, sent, &failed).await;
+                }
+            });
+            let sender = RequestSender::new(task.abort_handle(), failed);
+            let head = self.response_stream::<Resp>(response, plan, observer, picked);
+            match head.await {
+                Ok((mut stream, headers)) => {
+                    record.lock().expect("retry record").stop();
+                    stream.sent_by(sender);
+                    return Ok(Response::from_parts(stream, headers, Metadata::new()));
+                }
+                Err(mut f) => {
+                    // The sender's own failure (a message that cannot be sent, the caller's
+                    // stream failing) is the call's, not the server's: never retried.
+                    if let Some(own) = sender.own_failure() {
+                        return Err(own);
+                    }
+                    drop(sender);
+                    if !record.lock().expect("retry record").replayable() {
+                        f.committed = true;
+                    }
+                    let counted = self
+                        .retry_after(plan, f, true, previous, &mut transparent)
+                        .await?;
+                    previous += u32::from(counted);
+                }
+            }
+        }
     }
 
     /// Runs the interceptors on the call's head; `None` when there are none.
@@ -209,27 +348,121 @@ impl Channel {
             .or(self.inner.endpoint.send_compressed)
     }
 
-    /// Opens the stream: waits for a connection slot and sends the request head.
+    /// What this call takes from the service config: the shorter timeout, wait-for-ready,
+    /// the retry policy.
+    fn plan<T>(&self, path: &'static str, request: &Request<T>) -> Plan<'_> {
+        let config = self.method_config(path);
+        let timeout = match (request.timeout(), config.and_then(|c| c.timeout)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let wait_for_ready = request
+            .wait_for_ready()
+            .or(config.and_then(|c| c.wait_for_ready))
+            .unwrap_or(false);
+        Plan {
+            path,
+            timeout,
+            deadline: deadline_after(timeout),
+            wait_for_ready,
+            retry: config.and_then(|c| c.retry.as_ref()),
+        }
+    }
+
+    /// Decides what follows a failed attempt: `Ok(counted)` to go again (after the backoff
+    /// when `counted`; at once, uncounted, for a transparent retry), or the call's status.
+    async fn retry_after(
+        &self,
+        plan: &Plan<'_>,
+        failed: Failed,
+        replayable: bool,
+        previous: u32,
+        transparent: &mut u32,
+    ) -> Result<bool, Status> {
+        let expired = plan.deadline.is_some_and(|d| Instant::now() >= d);
+        if failed.transparent && *transparent < retry::MAX_TRANSPARENT && !expired {
+            *transparent += 1;
+            return Ok(false);
+        }
+        let Some(policy) = plan.retry.filter(|_| replayable) else {
+            return Err(failed.status);
+        };
+        let throttle = self.inner.throttle.as_ref();
+        let Some(delay) = retry::next_delay(policy, throttle, &failed, previous + 1) else {
+            return Err(failed.status);
+        };
+        tracing::debug!(path = plan.path, status = %failed.status, ?delay, attempt = previous + 2, "retrying");
+        // A6: the call's deadline covers every attempt and the waits between them.
+        let wake = Instant::now() + delay;
+        match plan.deadline {
+            Some(d) if d <= wake => {
+                tokio::time::sleep_until(d).await;
+                Err(Status::deadline_exceeded(format!(
+                    "deadline exceeded waiting to retry after: {}",
+                    failed.status
+                )))
+            }
+            _ => {
+                tokio::time::sleep_until(wake).await;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Opens one attempt's stream: picks a connection (waiting for one if the call waits for
+    /// ready, or one is being made), waits for a stream slot, sends the request head.
     async fn start<T>(
         &self,
-        path: &str,
+        plan: &Plan<'_>,
         request: &Request<T>,
-        deadline: Option<Instant>,
-    ) -> Result<(ResponseFuture, SendStream<Bytes>), Status> {
-        let head = self.request_head(path, request)?;
-        let opened = async {
-            let mut send = self.ready().await.map_err(client_status)?;
-            send.send_request(head, false)
-                .map_err(|e| client_status(WireError::Transport(e)))
+        previous: u32,
+    ) -> Result<(ResponseFuture, SendStream<Bytes>, Option<Picked>), Failed> {
+        // The timeout sent is what is left of the call's own, so every attempt shares it.
+        let timeout = match plan.deadline {
+            Some(d) if previous > 0 => Some(d.saturating_duration_since(Instant::now())),
+            _ => plan.timeout,
         };
-        match deadline {
+        let head = self
+            .request_head(plan.path, request, timeout, previous)
+            .map_err(Failed::committed)?;
+        let opened = async {
+            let (send, picked) = match &self.inner.picker {
+                Picker::Fixed(send) => (send.clone(), None),
+                Picker::Pool(pool) => {
+                    let picked = pool.pick(plan.wait_for_ready, plan.deadline).await;
+                    let picked = picked.map_err(|status| match status.code() {
+                        Code::DeadlineExceeded => Failed::committed(status),
+                        _ => Failed::retryable(status),
+                    })?;
+                    (picked.conn.send.clone(), Some(picked))
+                }
+            };
+            // The request has not left: a connection found dead or going away here is a
+            // transparent retry on another (A6), after the balancer is told.
+            let broken = |e: h2::Error| {
+                if let (Picker::Pool(pool), Some(picked)) = (&self.inner.picker, &picked) {
+                    pool.broken(picked);
+                }
+                let transparent = e.is_go_away() || e.is_io();
+                let status = client_status(WireError::Transport(e));
+                if transparent {
+                    Failed::transparent(status)
+                } else {
+                    Failed::committed(status)
+                }
+            };
+            let mut send = send.ready().await.map_err(broken)?;
+            let (response, stream) = send.send_request(head, false).map_err(broken)?;
+            Ok((response, stream, picked))
+        };
+        match plan.deadline {
             None => opened.await,
             Some(d) => tokio::time::timeout_at(d, opened)
                 .await
                 .unwrap_or_else(|_| {
-                    Err(Status::deadline_exceeded(
+                    Err(Failed::committed(Status::deadline_exceeded(
                         "deadline exceeded before the call started",
-                    ))
+                    )))
                 }),
         }
     }
@@ -238,6 +471,8 @@ impl Channel {
         &self,
         path: &str,
         request: &Request<T>,
+        timeout: Option<Duration>,
+        previous: u32,
     ) -> Result<http::Request<()>, Status> {
         let uri = http::Uri::builder()
             .scheme(self.inner.scheme.clone())
@@ -256,7 +491,10 @@ impl Channel {
             HeaderValue::from_static("application/grpc"),
         );
         headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
-        if let Some(t) = request.timeout() {
+        if previous > 0 {
+            headers.insert(PREVIOUS_ATTEMPTS, HeaderValue::from(previous));
+        }
+        if let Some(t) = timeout {
             let value = HeaderValue::try_from(timeout::format(t))
                 .map_err(|e| Status::internal(format!("cannot format grpc-timeout: {e}")))?;
             headers.insert(GRPC_TIMEOUT, value);
@@ -273,67 +511,120 @@ impl Channel {
         Ok(head)
     }
 
-    /// Waits for the response head and checks it; a Trailers-Only answer ends here.
+    /// Waits for the response head and checks it; a Trailers-Only answer ends here. Until
+    /// the head arrives the attempt is not committed: its failure may be retried.
     async fn response_stream<Resp: prost::Message + Default>(
         &self,
         response: ResponseFuture,
-        deadline: Option<Instant>,
+        plan: &Plan<'_>,
         observer: Option<&Observer>,
-    ) -> Result<(Streaming<Resp>, Metadata), Status> {
+        picked: Option<Picked>,
+    ) -> Result<(Streaming<Resp>, Metadata), Failed> {
+        let deadline = plan.deadline;
         let response = match deadline {
             None => response.await,
             Some(d) => match tokio::time::timeout_at(d, response).await {
                 Ok(r) => r,
-                Err(_) => return Err(Status::deadline_exceeded("deadline exceeded")),
+                Err(_) => {
+                    return Err(Failed::committed(Status::deadline_exceeded(
+                        "deadline exceeded",
+                    )))
+                }
             },
         };
-        // Our own deadline may have reset the stream (the request side saw it first): that is
-        // DEADLINE_EXCEEDED, not the CANCELLED of the reset.
-        let response = response.map_err(|e| {
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                Status::deadline_exceeded("deadline exceeded")
-            } else {
-                client_status(WireError::Transport(e))
+        let response = match response {
+            Ok(response) => response,
+            // Our own deadline may have reset the stream (the request side saw it first):
+            // that is DEADLINE_EXCEEDED, not the CANCELLED of the reset.
+            Err(_) if deadline.is_some_and(|d| Instant::now() >= d) => {
+                return Err(Failed::committed(Status::deadline_exceeded(
+                    "deadline exceeded",
+                )));
             }
-        })?;
+            Err(e) => return Err(self.stream_failed(e, picked.as_ref())),
+        };
+        if let Some(picked) = &picked {
+            picked.conn.answered();
+        }
         let (head, body) = response.into_parts();
         tracing::debug!(target: WIRE_TARGET, status = %head.status, headers = ?head.headers, "recv headers");
         let status = Status::from_headers(&head.headers);
-        let encoding = Encoding::of_head(&head.headers)
-            .map_err(|name| client_status(WireError::UnsupportedEncoding(name)))?;
         // http-grpc-status-mapping.md: grpc-status wins whatever :status says; without it a
         // non-200 answer maps from the HTTP status.
         if head.status != http::StatusCode::OK {
-            return Err(status.unwrap_or_else(|| Status::from_http_status(head.status)));
+            let status = status.unwrap_or_else(|| Status::from_http_status(head.status));
+            return Err(Failed::retryable(status));
         }
+        let encoding = Encoding::of_head(&head.headers).map_err(|name| {
+            Failed::committed(client_status(WireError::UnsupportedEncoding(name)))
+        })?;
         let grpc_content_type = head
             .headers
             .get(header::CONTENT_TYPE)
             .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
         if !grpc_content_type && status.is_none() {
-            return Err(Status::unknown(
+            return Err(Failed::committed(Status::unknown(
                 "the response is not gRPC (content-type is missing or wrong)",
-            ));
+            )));
         }
         // http-grpc-status-mapping.md: a 200 response that ends with its head and carries no
         // grpc-status is UNKNOWN (GRPC-NOTES §1.6), not a body that lost its trailers.
         if status.is_none() && body.is_end_stream() {
-            return Err(Status::unknown(
+            return Err(Failed::committed(Status::unknown(
                 "the response ended with its headers and carries no grpc-status",
-            ));
+            )));
         }
-        let metadata = Metadata::from_header_map(head.headers);
         let max = self.inner.endpoint.max_recv_message_size;
         let mut recv = match status {
-            // Trailers-Only: the head is also the end of the call.
-            Some(status) if !status.is_ok() => return Err(status),
-            Some(_) => RecvBody::trailers_only(body, metadata.clone()),
+            // Trailers-Only: the head is also the end of the call, and not yet a commitment
+            // (A6): a retryable code here may go again, unless the server pushes back.
+            Some(status) if !status.is_ok() => {
+                let pushback = retry::pushback(&head.headers);
+                let mut failed = Failed::retryable(status);
+                failed.pushback = pushback;
+                return Err(failed);
+            }
+            Some(_) => {
+                let metadata = Metadata::from_header_map(head.headers);
+                let recv = RecvBody::trailers_only(body, metadata.clone());
+                return Ok((self.counted(recv, observer), metadata));
+            }
             None => RecvBody::new(Side::Client, body, max, deadline, encoding),
         };
+        let metadata = Metadata::from_header_map(head.headers);
         if let Some(observer) = observer {
             recv.counts = Some(observer.received.clone());
         }
         Ok((Streaming::new(recv), metadata))
+    }
+
+    fn counted<T: prost::Message + Default>(
+        &self,
+        mut recv: RecvBody,
+        observer: Option<&Observer>,
+    ) -> Streaming<T> {
+        if let Some(observer) = observer {
+            recv.counts = Some(observer.received.clone());
+        }
+        Streaming::new(recv)
+    }
+
+    /// An attempt's stream failed before its head: refused or above a GOAWAY's last stream
+    /// (the server never saw it, a transparent retry), or lost with its connection.
+    fn stream_failed(&self, e: h2::Error, picked: Option<&Picked>) -> Failed {
+        let refused = e.reason() == Some(Reason::REFUSED_STREAM) && e.is_remote();
+        let above_goaway = e.is_go_away() && e.is_remote();
+        if above_goaway || e.is_io() {
+            if let (Picker::Pool(pool), Some(picked)) = (&self.inner.picker, picked) {
+                pool.broken(picked);
+            }
+        }
+        let status = client_status(WireError::Transport(e));
+        if refused || above_goaway {
+            Failed::transparent(status)
+        } else {
+            Failed::retryable(status)
+        }
     }
 }
 
@@ -349,7 +640,7 @@ fn deadline_after(timeout: Option<Duration>) -> Option<Instant> {
 /// reports it rather than the reset.
 async fn send_all(
     mut sink: MessageSink,
-    source: impl crate::grpc::send::MessageSource,
+    source: impl MessageSource,
     deadline: Option<Instant>,
     sent: Option<Arc<Counts>>,
     failed: &OnceLock<Status>,

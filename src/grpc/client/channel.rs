@@ -1,22 +1,33 @@
-//! The channel: one HTTP/2 connection, dialled (TCP, TLS, h2 handshake, each timed) on first
-//! use and again after it dies, shared by every call and every clone.
+//! The channel: a target's subchannels behind a balancer, the service config, and the
+//! retry throttle, shared by every call and every clone.
 
 use std::{sync::Arc, time::Duration};
 
 use bytes::Bytes;
+use futures_core::Stream;
 use h2::client::SendRequest;
 use http::uri::{Authority, Scheme};
-use rustls_pki_types::ServerName;
-use tokio::{net::TcpStream, sync::Mutex};
+use tokio::time::Instant;
 
 use crate::grpc::{
-    client::endpoint::Endpoint,
-    error::{Error, WireError},
+    client::{
+        endpoint::Endpoint,
+        pool::Pool,
+        resolve::{Address, Target},
+        retry::Throttle,
+        service_config::{LbPolicy, MethodConfig},
+        subchannel::{ConnectivityState, Dialer, HealthWatch},
+    },
+    error::Error,
+    health::{pb::health_check_response::ServingStatus, pb::HealthCheckRequest, WATCH},
     intercept::{self, Chain, ClientInterceptor},
+    request::Request,
+    status::Code,
 };
 
-/// A cheap-to-clone handle that multiplexes calls over one HTTP/2 connection, made on first
-/// use and made again on the next call after it dies.
+/// A cheap-to-clone handle for calls to a target: its addresses from a resolver, one HTTP/2
+/// connection per address, calls spread by `pick_first` (the default) or `round_robin`, and
+/// retried as the service config says. Connections are made on the first call.
 ///
 /// # Examples
 ///
@@ -89,20 +100,32 @@ pub(crate) struct Inner {
     pub(crate) endpoint: Endpoint,
     pub(crate) scheme: Scheme,
     pub(crate) authority: Authority,
-    /// The live connection and its generation, bumped at each reconnect.
-    connection: Mutex<Option<(u64, SendRequest<Bytes>)>>,
+    pub(crate) picker: Picker,
+    pub(crate) throttle: Option<Throttle>,
+}
+
+/// Where a call's connection comes from.
+#[derive(Debug)]
+pub(crate) enum Picker {
+    /// The balancer over the target's addresses.
+    Pool(Arc<Pool>),
+    /// One given connection: a subchannel's own health watch.
+    Fixed(SendRequest<Bytes>),
 }
 
 impl Channel {
     /// A channel that connects on its first call.
     ///
     /// # Errors
-    /// A configuration error when the address is not a valid `host:port` authority.
+    /// A configuration error when the target does not parse or names an invalid authority.
     pub fn lazy(mut endpoint: Endpoint) -> Result<Self, Error> {
-        let authority: Authority = endpoint
-            .addr
-            .parse()
-            .map_err(|e| Error::config(format!("invalid address {:?}", endpoint.addr)).with(e))?;
+        let target = match &endpoint.resolver {
+            Some(resolver) => Target::custom(resolver.clone(), endpoint.addr.clone()),
+            None => Target::parse(&endpoint.addr)?,
+        };
+        let authority: Authority = target.authority.parse().map_err(|e| {
+            Error::config(format!("invalid authority {:?}", target.authority)).with(e)
+        })?;
         if let (true, Some(tls)) = (endpoint.tls_key_log, &mut endpoint.tls) {
             Arc::make_mut(tls).key_log = Arc::new(rustls::KeyLogFile::new());
         }
@@ -111,122 +134,188 @@ impl Channel {
         } else {
             Scheme::HTTP
         };
+        let config = endpoint.service_config.as_ref();
+        let policy = endpoint
+            .lb_policy
+            .or(config.and_then(|c| c.lb_policy))
+            .unwrap_or_default();
+        let health_service = config.and_then(|c| c.health_service.clone());
+        let health = match (health_service, policy) {
+            (Some(service), LbPolicy::RoundRobin) => {
+                Some((service, Arc::new(WatchCalls) as Arc<dyn HealthWatch>))
+            }
+            (Some(_), LbPolicy::PickFirst) => {
+                // A17: pick_first does not health-check; say so rather than ignore it quietly.
+                tracing::warn!("healthCheckConfig is ignored under pick_first (gRFC A17)");
+                None
+            }
+            (None, _) => None,
+        };
+        let dialer = Dialer {
+            tls: endpoint.tls.clone(),
+            server_name: endpoint
+                .server_name
+                .clone()
+                .unwrap_or_else(|| target.host().to_owned()),
+            handshake_timeout: endpoint.connect_timeout,
+            backoff: endpoint.backoff,
+            health,
+        };
+        let throttle = config
+            .and_then(|c| c.throttling)
+            .map(|(max, ratio)| Throttle::new(max, ratio));
+        let pool = Pool::new(
+            endpoint.addr.clone(),
+            target.resolver,
+            policy,
+            dialer,
+            endpoint.min_resolve_interval,
+        );
         Ok(Self {
             inner: Arc::new(Inner {
                 endpoint,
                 scheme,
                 authority,
-                connection: Mutex::new(None),
+                picker: Picker::Pool(pool),
+                throttle,
             }),
             interceptors: Arc::new([]),
         })
     }
 
-    /// This channel, sharing its connection, with `interceptor` added after those it has;
+    /// A channel over one given connection, for a subchannel's health watch.
+    fn fixed(send: SendRequest<Bytes>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                endpoint: Endpoint::new("health"),
+                scheme: Scheme::HTTP,
+                authority: Authority::from_static("localhost"),
+                picker: Picker::Fixed(send),
+                throttle: None,
+            }),
+            interceptors: Arc::new([]),
+        }
+    }
+
+    /// This channel, sharing its connections, with `interceptor` added after those it has;
     /// interceptors run in the order they were added, around every call.
     pub fn intercept(mut self, interceptor: impl ClientInterceptor) -> Self {
         self.interceptors = intercept::append(&self.interceptors, Arc::new(interceptor));
         self
     }
 
-    /// A channel connected now.
+    /// A channel with a connection READY now (within the endpoint's first connection
+    /// attempt).
     ///
     /// # Errors
-    /// The connection failure (TCP, TLS or HTTP/2), naming the phase.
+    /// The target's configuration error, or UNAVAILABLE naming why no address connected.
     pub async fn connect(endpoint: Endpoint) -> Result<Self, Error> {
+        let deadline = Instant::now() + endpoint.backoff.min_connect_timeout;
         let channel = Self::lazy(endpoint)?;
-        let send = channel.inner.dial().await?;
-        *channel.inner.connection.lock().await = Some((0, send));
+        if let Picker::Pool(pool) = &channel.inner.picker {
+            pool.pick(false, Some(deadline))
+                .await
+                .map_err(|status| Error::unavailable(status.message().to_owned()))?;
+        }
         Ok(channel)
     }
 
-    /// A ready request sender on a live connection, dialling when there is none.
-    ///
-    /// The lock is held only to read or replace the connection, never while waiting for a
-    /// stream slot, so calls queue in h2 rather than on the lock.
-    pub(crate) async fn ready(&self) -> Result<SendRequest<Bytes>, WireError> {
-        let current = self.inner.connection.lock().await.clone();
-        let mut dead_generation = None;
-        if let Some((generation, send)) = current {
-            match send.ready().await {
-                Ok(send) => return Ok(send),
-                Err(e) => {
-                    tracing::debug!(error = %e, "connection is gone; reconnecting");
-                    dead_generation = Some(generation);
-                }
-            }
+    /// The channel's connectivity state: IDLE before its first call, then READY when a call
+    /// could go out now, CONNECTING, or TRANSIENT_FAILURE when every address has failed.
+    pub fn state(&self) -> ConnectivityState {
+        match &self.inner.picker {
+            Picker::Pool(pool) => pool.state(),
+            Picker::Fixed(_) => ConnectivityState::Ready,
         }
-        let mut slot = self.inner.connection.lock().await;
-        let send = match slot.as_ref() {
-            // Someone else reconnected while we waited for the lock.
-            Some((generation, send)) if Some(*generation) != dead_generation => send.clone(),
-            _ => {
-                let send = self.inner.dial().await.map_err(WireError::Connect)?;
-                let generation = slot.as_ref().map_or(0, |(g, _)| g + 1);
-                *slot = Some((generation, send.clone()));
-                send
-            }
+    }
+
+    /// Waits until the state differs from `last`, or `timeout` passes; returns the state
+    /// then. Leaves IDLE (starts connecting) as a call would.
+    pub async fn wait_for_state_change(
+        &self,
+        last: ConnectivityState,
+        timeout: Duration,
+    ) -> ConnectivityState {
+        let Picker::Pool(pool) = &self.inner.picker else {
+            return ConnectivityState::Ready;
         };
-        drop(slot);
-        send.ready().await.map_err(WireError::Transport)
-    }
-}
-
-impl Inner {
-    async fn dial(&self) -> Result<SendRequest<Bytes>, Error> {
-        let ep = &self.endpoint;
-        let timeout = ep.connect_timeout;
-        let tcp = tokio::time::timeout(timeout, TcpStream::connect(&ep.addr))
-            .await
-            .map_err(|_| Error::timeout(&format!("connecting to {}", ep.addr)))?
-            .map_err(|e| Error::io(format!("cannot connect to {}", ep.addr), e))?;
-        let _ = tcp.set_nodelay(true);
-        match &ep.tls {
-            None => handshake(tcp, timeout).await,
-            Some(config) => {
-                let name = ep.server_name.as_deref().unwrap_or(ep.host()).to_owned();
-                let server_name = ServerName::try_from(name.clone())
-                    .map_err(|e| Error::config(format!("invalid server name {name:?}")).with(e))?;
-                let connector = tokio_rustls::TlsConnector::from(config.clone());
-                let tls = tokio::time::timeout(timeout, connector.connect(server_name, tcp))
-                    .await
-                    .map_err(|_| Error::timeout("TLS handshake"))?
-                    .map_err(|e| {
-                        Error::tls(format!("TLS handshake with {} failed", ep.addr)).with(e)
-                    })?;
-                handshake(tls, timeout).await
+        pool.start();
+        let deadline = Instant::now() + timeout;
+        loop {
+            let changed = pool.changed();
+            let mut changed = std::pin::pin!(changed);
+            changed.as_mut().enable();
+            let now = pool.state();
+            if now != last {
+                return now;
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return pool.state();
             }
         }
     }
+
+    /// Each resolved address and its subchannel's state, in the resolver's order.
+    pub fn subchannel_states(&self) -> Vec<(Address, ConnectivityState)> {
+        match &self.inner.picker {
+            Picker::Pool(pool) => pool.subchannel_states(),
+            Picker::Fixed(_) => Vec::new(),
+        }
+    }
+
+    /// What the service config says of the method at `path`.
+    pub(crate) fn method_config(&self, path: &str) -> Option<&Arc<MethodConfig>> {
+        self.inner.endpoint.service_config.as_ref()?.method(path)
+    }
 }
 
-async fn handshake<IO>(io: IO, timeout: Duration) -> Result<SendRequest<Bytes>, Error>
-where
-    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (send, connection) = tokio::time::timeout(
-        timeout,
-        h2::client::Builder::new()
-            // Match the server's generous windows so streams are not throttled at 64 KiB.
-            .initial_window_size(1024 * 1024)
-            .initial_connection_window_size(2 * 1024 * 1024)
-            .max_header_list_size(16 * 1024)
-            // h2 counts the resets it makes itself over a connection's whole life and closes
-            // the connection past a cap (1 024), a server's defence against MadeYouReset. A
-            // client that cancels many streams answers late frames for them with such resets,
-            // so the cap would kill a long-lived channel: remember more recently reset streams
-            // (their late frames are then ignored) and leave the cap to servers.
-            .max_concurrent_reset_streams(1024)
-            .max_local_error_reset_streams(None)
-            .handshake::<_, Bytes>(io),
+/// The health watch of gRFC A17, made with this crate's own client calls over the
+/// subchannel's connection.
+struct WatchCalls;
+
+impl HealthWatch for WatchCalls {
+    fn watch(
+        &self,
+        send: SendRequest<Bytes>,
+        service: String,
+    ) -> std::pin::Pin<Box<dyn Stream<Item = Result<Option<bool>, String>> + Send>> {
+        let channel = Channel::fixed(send);
+        Box::pin(async_stream(channel, service))
+    }
+}
+
+/// The Watch call as a stream of "serving or not", `None` once for UNIMPLEMENTED.
+fn async_stream(
+    channel: Channel,
+    service: String,
+) -> impl Stream<Item = Result<Option<bool>, String>> + Send {
+    futures_util::stream::unfold(
+        (channel, Some(service), None),
+        |(channel, service, stream)| async move {
+            let mut stream = match (service, stream) {
+                (Some(service), _) => {
+                    let request = Request::new(HealthCheckRequest { service });
+                    match channel.server_streaming(&WATCH, request).await {
+                        Ok(response) => response.into_inner(),
+                        Err(status) if status.code() == Code::Unimplemented => {
+                            return Some((Ok(None), (channel, None, None)));
+                        }
+                        Err(status) => {
+                            return Some((Err(status.to_string()), (channel, None, None)))
+                        }
+                    }
+                }
+                (None, Some(stream)) => stream,
+                (None, None) => return None,
+            };
+            match stream.message().await {
+                Ok(Some(reply)) => {
+                    let serving = reply.status() == ServingStatus::Serving;
+                    Some((Ok(Some(serving)), (channel, None, Some(stream))))
+                }
+                Ok(None) => Some((Err("the watch ended".into()), (channel, None, None))),
+                Err(status) => Some((Err(status.to_string()), (channel, None, None))),
+            }
+        },
     )
-    .await
-    .map_err(|_| Error::timeout("HTTP/2 handshake"))?
-    .map_err(|e| Error::http2("HTTP/2 handshake failed", e))?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "client connection ended");
-        }
-    });
-    Ok(send)
 }

@@ -17,7 +17,6 @@ use std::{
 use bytes::Bytes;
 use tokio::{
     io::{AsyncRead, AsyncWrite},
-    net::TcpStream,
     sync::watch,
     task::JoinSet,
     time::{Instant, Sleep},
@@ -86,15 +85,17 @@ impl Shared {
     }
 }
 
-/// Serves one accepted TCP connection to its end.
-pub(crate) async fn serve(
-    socket: TcpStream,
-    addr: SocketAddr,
+/// Serves one accepted connection (TCP or Unix socket) to its end.
+pub(crate) async fn serve<IO>(
+    socket: IO,
+    addr: Option<SocketAddr>,
     shared: Arc<Shared>,
     stop: watch::Receiver<bool>,
-) {
-    let span = tracing::debug_span!("conn", peer = %addr, identity = tracing::field::Empty);
-    let addr = Some(addr);
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let shown = addr.map_or_else(|| "unix".to_owned(), |a| a.to_string());
+    let span = tracing::debug_span!("conn", peer = %shown, identity = tracing::field::Empty);
     let metrics = shared.config.metrics.as_ref();
     if let Some(metrics) = metrics {
         metrics.connection_accepted();

@@ -13,18 +13,19 @@ mod call;
 mod config;
 mod conn;
 mod head;
+mod listen;
 mod route;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
 use tokio::{
-    net::TcpListener,
     sync::{watch, Semaphore},
     task::JoinSet,
 };
 
 pub use config::{ServerConfig, Transport};
 pub use conn::serve_io;
+pub use listen::Listener;
 pub use route::Router;
 
 use crate::grpc::error::Error;
@@ -39,12 +40,13 @@ use crate::grpc::error::Error;
 /// # Errors
 /// A configuration error from [`ServerConfig::validate`].
 pub async fn run(
-    listener: TcpListener,
+    listener: impl Into<Listener>,
     config: ServerConfig,
     router: Router,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
     config.validate()?;
+    let listener = listener.into();
     let shared = Arc::new(conn::Shared::new(config, router));
     let permits = Arc::new(Semaphore::new(shared.config.max_connections));
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -69,11 +71,13 @@ pub async fn run(
         match accepted {
             Ok((socket, addr)) => {
                 backoff = Duration::from_millis(5);
-                let _ = socket.set_nodelay(true);
                 let shared = shared.clone();
                 let stop = stop_rx.clone();
                 connections.spawn(async move {
-                    conn::serve(socket, addr, shared, stop).await;
+                    match socket {
+                        listen::Socket::Tcp(s) => conn::serve(s, addr, shared, stop).await,
+                        listen::Socket::Unix(s) => conn::serve(s, addr, shared, stop).await,
+                    }
                     drop(permit);
                 });
             }

@@ -2,7 +2,8 @@
 //! N connections x M calls in flight for D seconds, or GetImages over the whole map
 //! (K concurrent streams, R rounds). Plaintext or mutual TLS, against any server.
 //! `--noop-interceptor` installs one client interceptor that does nothing, to measure what an
-//! interceptor costs. Prints one JSON line.
+//! interceptor costs; `--round-robin` balances each channel over an `ipv4:a,b` target. Prints
+//! one JSON line.
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
@@ -10,7 +11,9 @@ use clap::{Parser, Subcommand};
 use futures_util::StreamExt;
 use satellite::{
     app::client::{CallOptions, SatelliteClient},
-    grpc::{tls, BoxFuture, Channel, ClientCallHead, ClientInterceptor, Endpoint, Status},
+    grpc::{
+        tls, BoxFuture, Channel, ClientCallHead, ClientInterceptor, Endpoint, LbPolicy, Status,
+    },
 };
 use satellite_bench_peers::{framed_image_len, percentile};
 use tokio::time::Instant;
@@ -25,6 +28,10 @@ struct Args {
     /// Install one no-op client interceptor on every channel (measures the interceptor cost).
     #[arg(long, global = true)]
     noop_interceptor: bool,
+    /// Balance each channel over the target's addresses with round_robin (`--addr
+    /// ipv4:a,b`); pick_first otherwise.
+    #[arg(long, global = true)]
+    round_robin: bool,
     #[command(subcommand)]
     mode: Mode,
 }
@@ -82,6 +89,9 @@ async fn connect(args: &Args) -> Result<SatelliteClient, Box<dyn std::error::Err
         ep = ep
             .tls(tls::client_config(&roots, Some(&id))?)
             .server_name("localhost");
+    }
+    if args.round_robin {
+        ep = ep.lb_policy(LbPolicy::RoundRobin);
     }
     let mut channel = Channel::connect(ep).await?;
     if args.noop_interceptor {

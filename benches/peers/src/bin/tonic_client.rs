@@ -1,5 +1,6 @@
 //! tonic's client as a load generator: N connections x M unary GetImage(1, 2) calls in flight
-//! for D seconds (after a warm-up), against any server, plaintext or mutual TLS.
+//! for D seconds (after a warm-up), against any server, plaintext or mutual TLS. A comma-
+//! separated `--addr a,b` balances each channel over the list (tonic's `balance_list`).
 //! Prints one JSON line: calls/s, p50/p99 latency (µs), errors, and every call made.
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
@@ -36,7 +37,20 @@ async fn connect(args: &Args) -> Result<Channel, Box<dyn std::error::Error>> {
     } else {
         "http"
     };
-    let mut ep = Endpoint::from_shared(format!("{scheme}://{}", args.addr))?.tcp_nodelay(true);
+    let addrs: Vec<&str> = args.addr.split(',').collect();
+    let mut endpoints = Vec::new();
+    for addr in &addrs {
+        endpoints.push(endpoint(args, scheme, addr)?);
+    }
+    if endpoints.len() > 1 {
+        let channel = Channel::balance_list(endpoints.into_iter());
+        return Ok(channel);
+    }
+    Ok(endpoints.remove(0).connect().await?)
+}
+
+fn endpoint(args: &Args, scheme: &str, addr: &str) -> Result<Endpoint, Box<dyn std::error::Error>> {
+    let mut ep = Endpoint::from_shared(format!("{scheme}://{addr}"))?.tcp_nodelay(true);
     if let Some(dir) = &args.certs {
         ep = ep.tls_config(
             ClientTlsConfig::new()
@@ -50,7 +64,7 @@ async fn connect(args: &Args) -> Result<Channel, Box<dyn std::error::Error>> {
                 .domain_name("localhost"),
         )?;
     }
-    Ok(ep.connect().await?)
+    Ok(ep)
 }
 
 #[tokio::main]
