@@ -14,7 +14,10 @@
 //! Only what a service needs is public: [`Method`], [`Router`], [`run`] (on a [`Listener`]),
 //! [`ServerConfig`], [`Channel`], [`Endpoint`] (with [`ServiceConfig`], [`LbPolicy`],
 //! [`Resolver`], [`ConnectBackoff`]), [`Request`], [`Response`], [`Streaming`], [`Status`],
-//! [`Metadata`], the interceptor traits, [`tls`], [`health`] and [`reflection`]. The wire
+//! [`Metadata`], the interceptor traits, [`tls`], [`health`], [`reflection`], [`authz`] (an
+//! A43 policy as an interceptor), [`reload`] (files read again while in use),
+//! [`tls_reload`] (certificates, keys and CA bundles replaced while in use), [`metrics`] (A66
+//! names, Prometheus text) and [`admin`] (`/metrics` and `/healthz` over HTTP/1.1). The wire
 //! internals are crate-private; the fuzz targets reach them through `fuzz_bridge`, compiled
 //! only under `cfg(fuzzing)` and for tests (and, for the decode benchmark, with the
 //! `wire-internals` feature).
@@ -27,6 +30,9 @@
 //! | TLS + HTTP/2 handshake | 10 s each | silent peers must not hold slots |
 //! | shutdown grace | 10 s | calls in flight finish, then the rest are cut |
 
+pub mod admin;
+pub mod authz;
+mod budget;
 mod client;
 mod codec;
 mod compression;
@@ -44,8 +50,10 @@ mod log;
 #[allow(unreachable_pub)]
 pub(crate) mod metadata;
 mod method;
+pub mod metrics;
 mod recv;
 pub mod reflection;
+pub mod reload;
 mod request;
 mod send;
 mod server;
@@ -54,8 +62,10 @@ mod status;
 #[allow(unreachable_pub)]
 mod timeout;
 pub mod tls;
+pub mod tls_reload;
 mod web;
 
+pub use budget::RequestBudget;
 pub use client::{
     Address, Channel, ConnectBackoff, ConnectivityState, Endpoint, LbPolicy, Resolver,
     ServiceConfig,

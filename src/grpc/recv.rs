@@ -8,7 +8,8 @@
 //! Flow control: receive capacity is released as each DATA chunk is taken from h2 (hyper's
 //! choice). Memory stays bounded anyway because the next chunk is only pulled once the decoder
 //! has no complete message left, and the decoder refuses any message over the receive limit
-//! before buffering it.
+//! before buffering it. On the server, a request memory budget (`budget.rs`) also bounds what
+//! all streams together hold: window for partial-message bytes waits for room.
 
 use std::{
     fmt,
@@ -31,6 +32,7 @@ use tokio::{
 };
 
 use crate::grpc::{
+    budget::{ConnBudget, StreamCharge},
     codec,
     compression::{self, Encoding},
     error::{Side, WireError},
@@ -79,6 +81,9 @@ pub(crate) struct RecvBody {
     pub(crate) received: (u64, u64),
     /// Where else to count them (the summary of a call whose handler holds the stream).
     pub(crate) counts: Option<Arc<Counts>>,
+    /// Server side: the stream's share of the request memory budget; window for a partial
+    /// message's bytes is then given back only while the budget has room.
+    budget: Option<StreamCharge>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,7 +118,15 @@ impl RecvBody {
             side,
             received: (0, 0),
             counts: None,
+            budget: None,
         }
+    }
+
+    /// Charges what this body buffers for partial messages to `conn`'s budget.
+    pub(crate) fn with_budget(mut self, conn: Arc<ConnBudget>) -> Self {
+        let flow = self.body.flow_control().clone();
+        self.budget = Some(StreamCharge::new(conn, flow));
+        self
     }
 
     /// A client-side body already ended by a Trailers-Only OK response.
@@ -149,7 +162,11 @@ impl RecvBody {
                     return self.fail(Status::deadline_exceeded("deadline exceeded"));
                 }
             }
-            match self.decoder.next_frame() {
+            let next = self.decoder.next_frame();
+            if let Some(budget) = self.budget.as_mut() {
+                budget.settle(self.decoder.buffered());
+            }
+            match next {
                 Ok(Some(frame)) => {
                     tracing::debug!(target: WIRE_TARGET, direction = "recv", size = frame.payload.len(), compressed = frame.compressed, "message");
                     self.received.0 += 1;
@@ -174,11 +191,25 @@ impl RecvBody {
                 Ok(None) => {}
                 Err(e) => return self.fail_wire(WireError::Frame(e)),
             }
+            if let Some(budget) = self.budget.as_mut() {
+                if self.state == State::Body && budget.poll_stalled(cx).is_ready() {
+                    return self.fail(Status::resource_exhausted(
+                        "the request message made no progress while the server's request \
+                         memory budget was full",
+                    ));
+                }
+            }
             match self.state {
                 State::Body => match ready!(self.body.poll_data(cx)) {
                     Some(Ok(chunk)) => {
-                        // Give the window back now; the decoder bounds what we hold.
-                        let _ = self.body.flow_control().release_capacity(chunk.len());
+                        match self.budget.as_mut() {
+                            // The budget gives the window back as it allows (settle above).
+                            Some(budget) => budget.received(chunk.len()),
+                            // Give the window back now; the decoder bounds what we hold.
+                            None => {
+                                let _ = self.body.flow_control().release_capacity(chunk.len());
+                            }
+                        }
                         self.decoder.push(chunk);
                     }
                     Some(Err(e)) => return self.fail_transport(e),

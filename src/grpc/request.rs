@@ -11,8 +11,14 @@ use crate::grpc::{compression::Encoding, metadata::Metadata};
 pub struct Peer {
     /// The remote socket address, when the transport has one.
     pub addr: Option<SocketAddr>,
+    /// Whether the connection is TLS (with or without a client certificate).
+    pub tls: bool,
     /// The subject of the client certificate that TLS verified ("CN=satellite-client").
     pub subject: Option<String>,
+    /// The verified client certificate's URI SANs ("spiffe://satellite/reader"), in order.
+    pub uri_sans: Vec<String>,
+    /// The verified client certificate's DNS SANs, in order.
+    pub dns_sans: Vec<String>,
 }
 
 /// What a server-side request carries besides its message.

@@ -1,6 +1,9 @@
 //! rustls configurations from PEM: mutual TLS for the server, roots and an optional client
 //! certificate for the client; ALPN `h2`; ring as the one crypto provider.
 //!
+//! Material that can be replaced while the server or client runs (rotation) is in
+//! [`tls_reload`](crate::grpc::tls_reload).
+//!
 //! ring is chosen explicitly because it builds with nothing but a C compiler (aws-lc-rs needs
 //! cmake and more), and rustls 0.23 requires a provider to be named when several are compiled.
 
@@ -17,7 +20,7 @@ use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
 use crate::grpc::error::Error;
 
 /// ALPN identifier for HTTP/2; stock gRPC clients refuse a TLS session without it.
-const ALPN_H2: &[u8] = b"h2";
+pub(crate) const ALPN_H2: &[u8] = b"h2";
 
 /// PEM material for one side of a TLS connection.
 #[derive(Clone)]
@@ -71,7 +74,7 @@ impl std::fmt::Debug for Identity {
 /// Trusted CA certificates.
 #[derive(Clone, Debug)]
 pub struct Roots {
-    store: Arc<RootCertStore>,
+    pub(crate) store: Arc<RootCertStore>,
 }
 
 impl Roots {
@@ -161,21 +164,37 @@ pub fn client_config(
     Ok(Arc::new(config))
 }
 
-/// The subject of a DER certificate, as an RFC 4514-style string ("CN=satellite-client").
-pub(crate) fn subject_of(der: &[u8]) -> Option<String> {
+/// The identity a verified client certificate carries: its subject as an RFC 4514-style
+/// string ("CN=satellite-client"), then its URI and DNS SANs.
+pub(crate) fn identity_of(der: &[u8]) -> Option<(String, Vec<String>, Vec<String>)> {
+    use x509_parser::extensions::GeneralName;
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    Some(cert.subject().to_string())
+    let (mut uris, mut dns) = (Vec::new(), Vec::new());
+    // A malformed SAN extension leaves the lists empty: the subject still identifies the peer.
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            match name {
+                GeneralName::URI(uri) => uris.push((*uri).to_owned()),
+                GeneralName::DNSName(name) => dns.push((*name).to_owned()),
+                _ => {}
+            }
+        }
+    }
+    Some((cert.subject().to_string(), uris, dns))
 }
 
-fn provider() -> Arc<CryptoProvider> {
+pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, Error> {
+pub(crate) fn read(path: &Path) -> Result<Vec<u8>, Error> {
     fs::read(path).map_err(|e| Error::io(format!("cannot read {}", path.display()), e))
 }
 
-fn certs_from_pem(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>, Error> {
+pub(crate) fn certs_from_pem(
+    pem: &[u8],
+    what: &str,
+) -> Result<Vec<CertificateDer<'static>>, Error> {
     let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| Error::tls(format!("cannot parse {what} PEM")).with(e))?;

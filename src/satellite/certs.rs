@@ -231,20 +231,7 @@ pub fn generate_in_memory(opts: &PkiOptions) -> Result<Pki, CertError> {
     let ca_key = KeyPair::generate()?;
     let ca_cert = ca.self_signed(&ca_key)?;
     let issuer = Issuer::new(ca, ca_key);
-
-    let mut server = with_validity(CertificateParams::default());
-    server.distinguished_name = common_name(SERVER_NAME);
-    server.subject_alt_names = opts
-        .server_sans
-        .iter()
-        .map(|name| san(name))
-        .collect::<Result<_, _>>()?;
-    let server = leaf(server, ExtendedKeyUsagePurpose::ServerAuth, &issuer)?;
-
-    let mut client = with_validity(CertificateParams::default());
-    client.distinguished_name = common_name(&opts.client_name);
-    let client = leaf(client, ExtendedKeyUsagePurpose::ClientAuth, &issuer)?;
-
+    let Leaves { server, client } = server_and_client(opts, &issuer)?;
     Ok(Pki {
         ca_cert: ca_cert.pem(),
         ca_key: issuer.key().serialize_pem(),
@@ -253,6 +240,203 @@ pub fn generate_in_memory(opts: &PkiOptions) -> Result<Pki, CertError> {
         client_cert: client.0,
         client_key: client.1,
     })
+}
+
+/// The two leaves of a PKI, each as (cert PEM, key PEM).
+struct Leaves {
+    server: (String, String),
+    client: (String, String),
+}
+
+/// The server and client certificates of a PKI, signed by `issuer`.
+fn server_and_client(opts: &PkiOptions, issuer: &Issuer<'_, KeyPair>) -> Result<Leaves, CertError> {
+    let with_validity = |mut params: CertificateParams| {
+        params.not_before = opts.not_before;
+        params.not_after = opts.not_after;
+        params
+    };
+    let mut server = with_validity(CertificateParams::default());
+    server.distinguished_name = common_name(SERVER_NAME);
+    server.subject_alt_names = opts
+        .server_sans
+        .iter()
+        .map(|name| san(name))
+        .collect::<Result<_, _>>()?;
+    let server = leaf(server, ExtendedKeyUsagePurpose::ServerAuth, issuer)?;
+
+    let mut client = with_validity(CertificateParams::default());
+    client.distinguished_name = common_name(&opts.client_name);
+    let client = leaf(client, ExtendedKeyUsagePurpose::ClientAuth, issuer)?;
+    Ok(Leaves { server, client })
+}
+
+/// Re-issues the server and client certificates (new keys, new serials, validity from now)
+/// from the CA already in `opts.out`, which is kept; `force` is implied.
+///
+/// Each file is replaced by a rename, so a server watching them never reads half a file;
+/// between the certificate and its key it may see a pair that does not match, which it
+/// refuses and then takes once the key follows.
+///
+/// # Errors
+///
+/// [`CertError::Ca`] if the CA cannot be read, [`CertError::Io`] naming the path that failed,
+/// and the errors of [`PkiOptions::valid_for`].
+pub fn renew(opts: &CertOptions) -> Result<CertFiles, CertError> {
+    let files = CertFiles::in_dir(&opts.out);
+    let (ca_cert, ca_key) = (read_ca(&files.ca_cert)?, read_ca(&files.ca_key)?);
+    let ca_error = |path: &Path| {
+        let path = path.to_path_buf();
+        move |e: rcgen::Error| CertError::Ca {
+            path,
+            reason: e.to_string(),
+        }
+    };
+    let key = KeyPair::from_pem(&ca_key).map_err(ca_error(&files.ca_key))?;
+    let issuer = Issuer::from_ca_cert_pem(&ca_cert, key).map_err(ca_error(&files.ca_cert))?;
+    let mut pki_opts = PkiOptions::valid_for(opts.days)?;
+    for name in &opts.extra_sans {
+        if !pki_opts.server_sans.contains(name) {
+            pki_opts.server_sans.push(name.clone());
+        }
+    }
+    let Leaves { server, client } = server_and_client(&pki_opts, &issuer)?;
+    replace_pem(&files.server_key, &server.1, true)?;
+    replace_pem(&files.server_cert, &server.0, false)?;
+    replace_pem(&files.client_key, &client.1, true)?;
+    replace_pem(&files.client_cert, &client.0, false)?;
+    Ok(files)
+}
+
+/// Replaces `path` with a file holding `pem` by writing a sibling and renaming it over.
+fn replace_pem(path: &Path, pem: &str, private: bool) -> Result<(), CertError> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp-{}", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    write_pem(&tmp, pem, private, true)?;
+    fs::rename(&tmp, path).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        CertError::io(path, e)
+    })
+}
+
+/// The CRL file `certs --revoke` keeps in a PKI directory.
+pub fn crl_file(dir: &Path) -> PathBuf {
+    dir.join("crl.pem")
+}
+
+/// Adds (or, with `unrevoke`, removes) the certificate in `cert` to the CRL in `dir`
+/// ([`crl_file`]), signed by the CA in `dir`, valid for `days`; makes the CRL if there is
+/// none. Returns the CRL's path and how many certificates it now lists. The file is replaced
+/// by a rename, so a server watching it never reads half a CRL.
+///
+/// # Errors
+///
+/// [`CertError::Ca`] if the CA cannot be read, [`CertError::Revoke`] if `cert` cannot be read,
+/// was not issued by this CA, or the existing CRL is not this CA's; [`CertError::Io`] naming
+/// the path that failed.
+pub fn revoke(
+    dir: &Path,
+    cert: &Path,
+    days: u32,
+    unrevoke: bool,
+) -> Result<(PathBuf, usize), CertError> {
+    use rcgen::{
+        CertificateRevocationListParams, KeyIdMethod, RevocationReason, RevokedCertParams,
+        SerialNumber,
+    };
+    use x509_parser::{num_bigint::BigUint, pem::parse_x509_pem};
+
+    let files = CertFiles::in_dir(dir);
+    let ca_pem = read_ca(&files.ca_cert)?;
+    let ca_key = read_ca(&files.ca_key)?;
+    let bad_ca = |reason: String| CertError::Ca {
+        path: files.ca_cert.clone(),
+        reason,
+    };
+    let (_, ca_block) = parse_x509_pem(ca_pem.as_bytes()).map_err(|e| bad_ca(e.to_string()))?;
+    let ca = ca_block.parse_x509().map_err(|e| bad_ca(e.to_string()))?;
+    let revoke_error = |path: &Path, reason: String| CertError::Revoke {
+        path: path.to_path_buf(),
+        reason,
+    };
+
+    let cert_pem = fs::read(cert).map_err(|e| revoke_error(cert, e.to_string()))?;
+    let (_, block) = parse_x509_pem(&cert_pem)
+        .map_err(|e| revoke_error(cert, format!("not a PEM certificate: {e}")))?;
+    let target = block
+        .parse_x509()
+        .map_err(|e| revoke_error(cert, format!("not a certificate: {e}")))?;
+    if target.issuer() != ca.subject() || target.verify_signature(Some(ca.public_key())).is_err() {
+        return Err(revoke_error(
+            cert,
+            format!("was not issued by the CA in {}", files.ca_cert.display()),
+        ));
+    }
+    let serial = target.raw_serial().to_vec();
+
+    // What the CRL already lists, with the dates it gave, and its number.
+    let crl_path = crl_file(dir);
+    let now = OffsetDateTime::now_utc();
+    let mut revoked: Vec<(Vec<u8>, OffsetDateTime)> = Vec::new();
+    let mut number = BigUint::from(0_u8);
+    match fs::read(&crl_path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(CertError::io(&crl_path, e)),
+        Ok(pem) => {
+            let (_, block) = parse_x509_pem(&pem)
+                .map_err(|e| revoke_error(&crl_path, format!("not a PEM CRL: {e}")))?;
+            let (_, crl) = x509_parser::parse_x509_crl(&block.contents)
+                .map_err(|e| revoke_error(&crl_path, format!("not a CRL: {e}")))?;
+            if crl.verify_signature(ca.public_key()).is_err() {
+                return Err(revoke_error(
+                    &crl_path,
+                    "is not signed by this directory's CA".to_owned(),
+                ));
+            }
+            for entry in crl.iter_revoked_certificates() {
+                let when = entry.revocation_date.to_datetime();
+                revoked.push((entry.raw_serial().to_vec(), when));
+            }
+            if let Some(n) = crl.crl_number() {
+                number = n.clone();
+            }
+        }
+    }
+    revoked.retain(|(s, _)| *s != serial);
+    if !unrevoke {
+        revoked.push((serial, now));
+    }
+    // RFC 5280 §5.2.3: the CRL number increases with each CRL; 20 octets at most.
+    number += 1_u8;
+    let number = number.to_bytes_be();
+    if number.len() > 20 {
+        return Err(revoke_error(
+            &crl_path,
+            "its CRL number is exhausted".to_owned(),
+        ));
+    }
+
+    let window = PkiOptions::valid_for(days)?;
+    let params = CertificateRevocationListParams {
+        this_update: now - BACKDATE,
+        next_update: window.not_after,
+        crl_number: SerialNumber::from_slice(&number),
+        issuing_distribution_point: None,
+        revoked_certs: revoked
+            .iter()
+            .map(|(serial, when)| RevokedCertParams {
+                serial_number: SerialNumber::from_slice(serial),
+                revocation_time: *when,
+                reason_code: Some(RevocationReason::Unspecified),
+                invalidity_date: None,
+            })
+            .collect(),
+        key_identifier_method: KeyIdMethod::Sha256,
+    };
+    let issuer = Issuer::from_ca_cert_pem(&ca_pem, KeyPair::from_pem(&ca_key)?)?;
+    let crl = params.signed_by(&issuer)?;
+    replace_pem(&crl_path, &crl.pem()?, false)?;
+    Ok((crl_path, revoked.len()))
 }
 
 /// Writes a fresh CA, server and client certificate with keys into `opts.out`.
@@ -302,6 +486,95 @@ pub fn ensure(dir: &Path) -> Result<CertFiles, CertError> {
         return Ok(files);
     }
     generate(&CertOptions::new(dir))
+}
+
+/// The certificate and key files of the client named `name` in `dir`.
+pub fn client_files(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    (
+        dir.join(format!("client-{name}-cert.pem")),
+        dir.join(format!("client-{name}-key.pem")),
+    )
+}
+
+/// The URI SAN of a named client, which authorization policies can match
+/// (`spiffe://satellite/reader`); the subject carries the name too (`CN=reader`).
+pub fn client_uri(name: &str) -> String {
+    format!("spiffe://satellite/{name}")
+}
+
+/// Issues a client certificate with its own identity, `CN=name` and the URI SAN
+/// [`client_uri`], from the CA in `dir`, and writes it as [`client_files`].
+///
+/// # Errors
+///
+/// [`CertError::BadName`] for a name that is not 1 to 64 of `[A-Za-z0-9._-]` (it becomes a
+/// file name and a URI), [`CertError::Ca`] if the CA in `dir` cannot be read,
+/// [`CertError::Exists`] unless `force`, and the errors of [`PkiOptions::valid_for`].
+pub fn issue_client(
+    dir: &Path,
+    name: &str,
+    days: u32,
+    force: bool,
+) -> Result<(PathBuf, PathBuf), CertError> {
+    let valid_name = (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        && !name.starts_with('.');
+    if !valid_name {
+        return Err(CertError::BadName(name.to_owned()));
+    }
+    let (cert_path, key_path) = client_files(dir, name);
+    if !force {
+        if let Some(path) = [&cert_path, &key_path].into_iter().find(|p| p.exists()) {
+            return Err(CertError::Exists(path.clone()));
+        }
+    }
+    let files = CertFiles::in_dir(dir);
+    let (ca_cert, ca_key) = (read_ca(&files.ca_cert)?, read_ca(&files.ca_key)?);
+    let (cert, key) = sign_client(&ca_cert, &ca_key, name, days).map_err(|e| match e {
+        CertError::Rcgen(e) => CertError::Ca {
+            path: files.ca_cert.clone(),
+            reason: e.to_string(),
+        },
+        e => e,
+    })?;
+    write_pem(&cert_path, &cert, false, force)?;
+    write_pem(&key_path, &key, true, force)?;
+    Ok((cert_path, key_path))
+}
+
+/// Signs a client certificate named `name` ([`issue_client`]'s identity) with the CA given as
+/// PEM, valid for `days`; returns (cert PEM, key PEM). Nothing touches the disk.
+///
+/// # Errors
+///
+/// [`CertError::Rcgen`] if the CA does not parse or signing fails, and the errors of
+/// [`PkiOptions::valid_for`].
+pub fn sign_client(
+    ca_cert: &str,
+    ca_key: &str,
+    name: &str,
+    days: u32,
+) -> Result<(String, String), CertError> {
+    let issuer = Issuer::from_ca_cert_pem(ca_cert, KeyPair::from_pem(ca_key)?)?;
+    let window = PkiOptions::valid_for(days)?;
+    let mut params = CertificateParams::default();
+    params.not_before = window.not_before;
+    params.not_after = window.not_after;
+    params.distinguished_name = common_name(name);
+    let uri = client_uri(name)
+        .try_into()
+        .map_err(|_| CertError::BadName(name.to_owned()))?;
+    params.subject_alt_names = vec![SanType::URI(uri)];
+    leaf(params, ExtendedKeyUsagePurpose::ClientAuth, &issuer)
+}
+
+fn read_ca(path: &Path) -> Result<String, CertError> {
+    fs::read_to_string(path).map_err(|e| CertError::Ca {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
 }
 
 /// A distinguished name with just a common name.
@@ -388,6 +661,22 @@ pub enum CertError {
         /// Why it was refused.
         reason: String,
     },
+    /// The CA certificate or key needed to issue more certificates cannot be used.
+    Ca {
+        /// The CA file.
+        path: PathBuf,
+        /// Why it cannot be used.
+        reason: String,
+    },
+    /// A certificate that cannot be revoked, or a CRL that cannot be extended.
+    Revoke {
+        /// The certificate or CRL file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A client name that cannot name a certificate.
+    BadName(String),
     /// A file that would be overwritten without `force`.
     Exists(PathBuf),
     /// Creating the directory or writing a file failed.
@@ -418,6 +707,16 @@ impl fmt::Display for CertError {
             Self::BadSan { name, reason } => {
                 write!(f, "invalid subject alternative name {name:?}: {reason}")
             }
+            Self::Ca { path, reason } => write!(
+                f,
+                "cannot use the CA in {}: {reason} (run `satellite certs` first)",
+                path.display()
+            ),
+            Self::Revoke { path, reason } => write!(f, "{}: {reason}", path.display()),
+            Self::BadName(name) => write!(
+                f,
+                "invalid client name {name:?}: use 1 to 64 of A-Z a-z 0-9 . _ - (not starting with .)"
+            ),
             Self::Exists(path) => write!(
                 f,
                 "{} already exists; refusing to overwrite it (use --force)",
@@ -662,6 +961,152 @@ mod tests {
         // Two runs make two unrelated CAs.
         let other = generate_in_memory(&PkiOptions::default()).unwrap();
         assert_ne!(other.ca_cert, pki.ca_cert);
+    }
+
+    #[test]
+    fn named_clients_get_distinct_identities_from_the_existing_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = generate(&CertOptions::new(dir.path())).unwrap();
+        let ca = fs::read_to_string(&files.ca_cert).unwrap();
+        let (cert, key) = issue_client(dir.path(), "reader", 1, false).unwrap();
+        assert_eq!(cert, dir.path().join("client-reader-cert.pem"));
+        #[cfg(unix)]
+        assert_eq!(mode(&key), 0o600);
+        let pem = fs::read_to_string(&cert).unwrap();
+        assert_eq!(common_name_of(&pem), "reader");
+        with_cert(&pem, |c| {
+            assert_eq!(c.issuer().to_string(), "CN=satellite demo CA");
+            let san = c.subject_alternative_name().unwrap().unwrap();
+            let uris: Vec<_> = san
+                .value
+                .general_names
+                .iter()
+                .filter_map(|n| match n {
+                    GeneralName::URI(u) => Some((*u).to_owned()),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(uris, ["spiffe://satellite/reader"]);
+            let eku = c.extended_key_usage().unwrap().unwrap().value;
+            assert!(eku.client_auth && !eku.server_auth);
+        });
+        // Verifies against the same CA.
+        let (_, ca_pem) = parse_x509_pem(ca.as_bytes()).unwrap();
+        let ca_cert = ca_pem.parse_x509().unwrap();
+        with_cert(&pem, |c| {
+            c.verify_signature(Some(ca_cert.public_key())).unwrap()
+        });
+        assert!(matches!(
+            issue_client(dir.path(), "reader", 1, false),
+            Err(CertError::Exists(_))
+        ));
+        issue_client(dir.path(), "reader", 1, true).unwrap();
+        for bad in ["", "a/b", "..", "x y", &"n".repeat(65)] {
+            assert!(
+                matches!(
+                    issue_client(dir.path(), bad, 1, false),
+                    Err(CertError::BadName(_))
+                ),
+                "{bad:?}"
+            );
+        }
+        let empty = tempfile::tempdir().unwrap();
+        let err = issue_client(empty.path(), "reader", 1, false).unwrap_err();
+        assert!(err.to_string().contains("ca-cert.pem"), "{err}");
+    }
+
+    #[test]
+    fn renew_keeps_the_ca_and_replaces_the_leaves() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = generate(&CertOptions::new(dir.path())).unwrap();
+        let read = |p: &Path| fs::read_to_string(p).unwrap();
+        let (ca, server, client) = (
+            read(&first.ca_cert),
+            read(&first.server_cert),
+            read(&first.client_cert),
+        );
+        let mut opts = CertOptions::new(dir.path());
+        opts.extra_sans = vec!["renewed.example".into()];
+        let files = renew(&opts).unwrap();
+        assert_eq!(files, first);
+        assert_eq!(read(&files.ca_cert), ca);
+        assert_ne!(read(&files.server_cert), server);
+        assert_ne!(read(&files.client_cert), client);
+        assert!(sans(&read(&files.server_cert))
+            .0
+            .contains(&"renewed.example".to_owned()));
+        #[cfg(unix)]
+        assert_eq!(mode(&files.server_key), 0o600);
+        let (_, ca_pem) = parse_x509_pem(ca.as_bytes()).unwrap();
+        let ca_cert = ca_pem.parse_x509().unwrap();
+        for cert in [&files.server_cert, &files.client_cert] {
+            with_cert(&read(cert), |c| {
+                c.verify_signature(Some(ca_cert.public_key())).unwrap()
+            });
+        }
+        // No temporary files are left behind.
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 6);
+        let empty = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            renew(&CertOptions::new(empty.path())),
+            Err(CertError::Ca { .. })
+        ));
+    }
+
+    /// The serials a CRL file lists.
+    fn crl_serials(path: &Path) -> Vec<Vec<u8>> {
+        let pem = fs::read(path).unwrap();
+        let (_, block) = parse_x509_pem(&pem).unwrap();
+        let (_, crl) = x509_parser::parse_x509_crl(&block.contents).unwrap();
+        crl.iter_revoked_certificates()
+            .map(|r| r.raw_serial().to_vec())
+            .collect()
+    }
+
+    fn serial(path: &Path) -> Vec<u8> {
+        with_cert(&fs::read_to_string(path).unwrap(), |c| {
+            c.raw_serial().to_vec()
+        })
+    }
+
+    #[test]
+    fn revoke_adds_and_removes_serials_in_a_crl_signed_by_the_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = generate(&CertOptions::new(dir.path())).unwrap();
+        let (reader, _) = issue_client(dir.path(), "reader", 1, false).unwrap();
+        let (crl, n) = revoke(dir.path(), &files.client_cert, 7, false).unwrap();
+        assert_eq!((crl.clone(), n), (crl_file(dir.path()), 1));
+        assert_eq!(crl_serials(&crl), [serial(&files.client_cert)]);
+        // Twice is once.
+        assert_eq!(
+            revoke(dir.path(), &files.client_cert, 7, false).unwrap().1,
+            1
+        );
+        assert_eq!(revoke(dir.path(), &reader, 7, false).unwrap().1, 2);
+        assert_eq!(
+            revoke(dir.path(), &files.client_cert, 7, true).unwrap().1,
+            1
+        );
+        assert_eq!(crl_serials(&crl), [serial(&reader)]);
+        // Signed by the CA, with an increasing number.
+        let pem = fs::read(&crl).unwrap();
+        let (_, block) = parse_x509_pem(&pem).unwrap();
+        let (_, parsed) = x509_parser::parse_x509_crl(&block.contents).unwrap();
+        let ca = fs::read_to_string(&files.ca_cert).unwrap();
+        with_cert(&ca, |ca| parsed.verify_signature(ca.public_key()).unwrap());
+        assert_eq!(parsed.crl_number().unwrap().to_string(), "4");
+
+        // A certificate from another CA is refused, and so is another CA's CRL.
+        let other = tempfile::tempdir().unwrap();
+        let other_files = generate(&CertOptions::new(other.path())).unwrap();
+        let err = revoke(dir.path(), &other_files.client_cert, 7, false).unwrap_err();
+        assert!(err.to_string().contains("not issued by the CA"), "{err}");
+        revoke(other.path(), &other_files.client_cert, 7, false).unwrap();
+        fs::copy(crl_file(other.path()), &crl).unwrap();
+        let err = revoke(dir.path(), &reader, 7, false).unwrap_err();
+        assert!(err.to_string().contains("not signed by"), "{err}");
+        let err = revoke(dir.path(), &dir.path().join("nope.pem"), 7, false).unwrap_err();
+        assert!(err.to_string().contains("nope.pem"), "{err}");
     }
 
     #[test]

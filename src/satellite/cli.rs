@@ -8,6 +8,7 @@ use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
     process::ExitCode,
+    sync::Arc,
     time::Duration,
 };
 
@@ -24,11 +25,17 @@ use crate::app::{
 };
 use crate::grpc::{
     self,
+    admin::{serve_admin, Healthy},
+    authz::Authz,
     error::error_chain,
     health::{pb::health_check_response::ServingStatus, HealthReporter},
+    metrics::Metrics,
     reflection::Reflection,
+    reload::{Reload, ReloadHandle, Reloader},
     tls::{self, Identity, Roots},
-    Channel, Endpoint, LbPolicy, Metadata, ServerConfig, ServiceConfig, Status, Transport,
+    tls_reload::{self, ReloadingIdentity, ReloadingVerifier},
+    Channel, Endpoint, LbPolicy, Metadata, RequestBudget, ServerConfig, ServiceConfig, Status,
+    Transport,
 };
 
 /// The satellite map server and its client, over gRPC with mutual TLS.
@@ -109,6 +116,25 @@ struct ServeArgs {
     /// A name for this replica, sent back as the `x-satellite-instance` response header.
     #[arg(long)]
     instance: Option<String>,
+    /// A certificate revocation list (PEM or DER) signed by a CA of the bundle: client
+    /// certificates it lists fail the handshake; reloaded like the certificates; repeatable
+    /// (default: none).
+    #[arg(long, value_name = "FILE", conflicts_with = "plaintext")]
+    crl: Vec<PathBuf>,
+    /// Authorization policy (gRFC A43 JSON): deny and allow rules over methods, headers and
+    /// client certificate identities; reloaded when the file changes and on SIGHUP (default:
+    /// none, every client the CA vouches for may call every method).
+    #[arg(long, value_name = "FILE")]
+    authz_policy: Option<PathBuf>,
+    /// Seconds between checks of the watched files (certificate, key, client CA bundle, CRLs,
+    /// policy) for changes; 0 reloads only on SIGHUP. New handshakes use reloaded certificates;
+    /// open connections keep theirs.
+    #[arg(long, default_value_t = 10.0, value_name = "SECS", value_parser = parse_interval)]
+    reload_interval: f64,
+    /// Serve Prometheus metrics (`GET /metrics`, gRFC A66 names) and `GET /healthz` over plain
+    /// HTTP/1.1 on this address; never the gRPC methods (default: off). Keep it private.
+    #[arg(long, value_name = "ADDR")]
+    admin_addr: Option<SocketAddr>,
     /// Benchmarks only: run every call through one interceptor that does nothing, to measure
     /// what the interceptor path costs.
     #[arg(long, hide = true)]
@@ -198,6 +224,22 @@ struct LimitArgs {
     /// Seconds calls in flight may take after an idle or age GOAWAY.
     #[arg(long, default_value_t = defaults().max_connection_age_grace.as_secs())]
     max_connection_age_grace: u64,
+    /// Bytes of unfinished request messages one connection may have buffered; past it (or
+    /// the total) the connection gets no more flow-control window. Sixteen 4 MiB requests.
+    #[arg(long, value_name = "BYTES", default_value_t = budget_defaults().per_connection)]
+    request_budget_per_connection: usize,
+    /// Bytes of unfinished request messages all connections together may have buffered.
+    #[arg(long, value_name = "BYTES", default_value_t = budget_defaults().total)]
+    request_budget_total: usize,
+    /// Seconds a stream holding an unfinished request message may receive nothing while a
+    /// budget is full before it is reset with RESOURCE_EXHAUSTED.
+    #[arg(long, value_name = "SECS", default_value_t = budget_defaults().stall_timeout.as_secs())]
+    request_stall_timeout: u64,
+}
+
+/// The request memory budget's defaults, which the flags above show.
+fn budget_defaults() -> RequestBudget {
+    RequestBudget::default()
 }
 
 /// An interceptor that lets every call through (`serve --bench-noop-interceptor`).
@@ -209,6 +251,14 @@ impl grpc::ServerInterceptor for Noop {
         _head: &'a mut grpc::CallHead,
     ) -> grpc::BoxFuture<'a, Result<(), Status>> {
         Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+/// `--reload-interval`: non-negative seconds, decimals allowed, at most a day.
+fn parse_interval(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(secs) if (0.0..=86_400.0).contains(&secs) => Ok(secs),
+        _ => Err(format!("{text:?} is not a number of seconds in 0..=86400")),
     }
 }
 
@@ -252,6 +302,11 @@ impl LimitArgs {
         config.max_connection_idle = optional(self.max_connection_idle);
         config.max_connection_age = optional(self.max_connection_age);
         config.max_connection_age_grace = secs(self.max_connection_age_grace);
+        config.request_budget = Some(RequestBudget {
+            per_connection: self.request_budget_per_connection,
+            total: self.request_budget_total,
+            stall_timeout: secs(self.request_stall_timeout),
+        });
     }
 }
 
@@ -337,6 +392,23 @@ struct CertsArgs {
     /// Extra server name (DNS name or IP address); repeatable.
     #[arg(long)]
     san: Vec<String>,
+    /// Re-issue the server and client certificates (new keys and serials, validity from
+    /// now) from the CA already in --out, replacing those four files; the CA stays. A running
+    /// `serve` picks them up on its next check or SIGHUP.
+    #[arg(long, conflicts_with_all = ["client_name", "force"])]
+    renew: bool,
+    /// Add the certificate in CERT to the CRL in --out (crl.pem, made if missing), signed by
+    /// the CA there and valid for --days; `serve --crl` refuses it from its next reload.
+    #[arg(long, value_name = "CERT", conflicts_with_all = ["renew", "client_name", "unrevoke"])]
+    revoke: Option<PathBuf>,
+    /// Remove the certificate in CERT from the CRL in --out (crl.pem).
+    #[arg(long, value_name = "CERT", conflicts_with_all = ["renew", "client_name"])]
+    unrevoke: Option<PathBuf>,
+    /// Issue only a client certificate named NAME (CN=NAME, URI SAN spiffe://satellite/NAME)
+    /// from the CA already in --out, as client-NAME-cert.pem and client-NAME-key.pem;
+    /// repeatable.
+    #[arg(long, value_name = "NAME")]
+    client_name: Vec<String>,
     /// Overwrite existing files.
     #[arg(long)]
     force: bool,
@@ -442,7 +514,7 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
             .with_instance(name)
             .map_err(|e| setup("--instance", e))?;
     }
-    let transport = server_transport(&args.tls)?;
+    let (transport, tls_material) = server_transport(&args.tls, &args.crl)?;
     let mode = if args.tls.plaintext {
         "plaintext"
     } else {
@@ -480,9 +552,34 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         .router()
         .merge(health.router())
         .merge(reflection.router());
+    // Metrics first, so they count the calls authorization refuses too; then authorization,
+    // so that nothing else runs for a call it denies.
+    let metrics = args.admin_addr.map(|_| Metrics::new());
+    let mut reloader = Reloader::new();
+    if let Some(metrics) = &metrics {
+        config.metrics = Some(metrics.clone());
+        router = router.intercept(metrics.server_interceptor());
+        reloader = reloader.on_reload(metrics.reload_observer());
+    }
+    for item in tls_material {
+        reloader = reloader.watch(item);
+    }
+    if let Some(path) = &args.authz_policy {
+        let mut authz = Authz::from_file(path).map_err(|e| Failure::Setup(error_chain(&e)))?;
+        if let Some(metrics) = &metrics {
+            authz = authz.on_decision(metrics.authz_observer());
+        }
+        tracing::info!(policy = authz.policy().name(), file = %path.display(), "authorization policy in force");
+        router = router.intercept(authz.interceptor());
+        reloader = reloader.watch(Arc::new(authz));
+    }
     if args.bench_noop_interceptor {
         router = router.intercept(Noop);
     }
+    let interval =
+        (args.reload_interval > 0.0).then(|| Duration::from_secs_f64(args.reload_interval));
+    let reloads = reloader.spawn(interval);
+    let hangups = reload_on_sighup(reloads);
 
     // One signal stops both listeners; health turns NOT_SERVING first so that probes and load
     // balancers stop sending before the GOAWAY.
@@ -516,6 +613,12 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
             )))
         }
     };
+    let admin = match (args.admin_addr, &metrics) {
+        (Some(admin_addr), Some(metrics)) => {
+            Some(start_admin(admin_addr, metrics.clone(), stop_rx.clone()).await?)
+        }
+        _ => None,
+    };
     let signals = {
         let health = health.clone();
         tokio::spawn(async move {
@@ -527,8 +630,13 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
     tracing::info!(%addr, mode, width = service.map().width(), height = service.map().height(), "serving the map");
     let served = grpc::run(listener, config, router, stopped(stop_rx)).await;
     signals.abort();
+    hangups.abort();
     if let Some(health_server) = health_server {
         let _ = health_server.await;
+    }
+    if let Some((stop_admin, admin)) = admin {
+        let _ = stop_admin.send(());
+        let _ = admin.await;
     }
     if let ListenAddr::Unix(path) = &args.addr {
         let _ = std::fs::remove_file(path);
@@ -538,15 +646,21 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-fn server_transport(tls: &TlsArgs) -> Result<Transport, Failure> {
+/// The server's transport, and the TLS material in it that reloads (certificate and key,
+/// client CA bundle and CRLs).
+fn server_transport(
+    tls: &TlsArgs,
+    crls: &[PathBuf],
+) -> Result<(Transport, Vec<Arc<dyn Reload>>), Failure> {
     if tls.plaintext {
-        return Ok(Transport::Plaintext);
+        return Ok((Transport::Plaintext, Vec::new()));
     }
     let (ca, cert, key) = tls_files(tls, "server");
-    let identity = Identity::from_pem_files(&cert, &key).map_err(|e| setup_tls(&e))?;
-    let roots = Roots::from_pem_file(&ca).map_err(|e| setup_tls(&e))?;
-    let config = tls::server_config(&identity, Some(&roots)).map_err(|e| setup_tls(&e))?;
-    Ok(Transport::Tls(config))
+    let identity = ReloadingIdentity::from_pem_files(&cert, &key).map_err(|e| setup_tls(&e))?;
+    let verifier = ReloadingVerifier::from_files(&ca, crls).map_err(|e| setup_tls(&e))?;
+    let config = tls_reload::server_config(identity.clone(), Some(verifier.clone()))
+        .map_err(|e| setup_tls(&e))?;
+    Ok((Transport::Tls(config), vec![identity, verifier]))
 }
 
 fn tls_files(tls: &TlsArgs, role: &str) -> (PathBuf, PathBuf, PathBuf) {
@@ -568,6 +682,58 @@ fn setup_tls(e: &grpc::Error) -> Failure {
         text.push_str(" (run `satellite certs` to make certificates, or pass --plaintext)");
     }
     Failure::Setup(text)
+}
+
+/// Binds the admin listener and serves `/metrics` and `/healthz` (503 once `stopping`) until
+/// told to stop, which happens after the gRPC server has drained.
+async fn start_admin(
+    addr: SocketAddr,
+    metrics: Metrics,
+    stopping: tokio::sync::watch::Receiver<bool>,
+) -> Result<
+    (
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    ),
+    Failure,
+> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| setup(&format!("cannot listen on {addr} (--admin-addr)"), e))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| setup("admin listener", e))?;
+    tracing::info!(addr = %bound, "serving /metrics and /healthz over HTTP/1.1");
+    let healthy: Healthy = Arc::new(move || !*stopping.borrow());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(serve_admin(listener, metrics, healthy, async {
+        let _ = stopped.await;
+    }));
+    Ok((stop, task))
+}
+
+/// Reloads everything watched on each SIGHUP, for as long as the returned task runs; holds
+/// the reloader (its file checks stop with it). Listening for SIGHUP also keeps it from
+/// ending the process, its default.
+fn reload_on_sighup(reloads: ReloadHandle) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            match signal(SignalKind::hangup()) {
+                Ok(mut hup) => {
+                    while hup.recv().await.is_some() {
+                        tracing::info!("SIGHUP: reloading certificates and policy");
+                        reloads.reload_soon();
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot listen for SIGHUP"),
+            }
+        }
+        // Keep the reloader (and its file checks) alive until the server stops.
+        std::future::pending::<()>().await;
+        drop(reloads);
+    })
 }
 
 /// Service names listed by reflection besides the map's.
@@ -722,6 +888,41 @@ async fn draw_area(
 // ===== certs =====
 
 fn make_certs(args: &CertsArgs) -> Result<(), Failure> {
+    let change = match (&args.revoke, &args.unrevoke) {
+        (Some(cert), _) => Some((cert, false)),
+        (None, Some(cert)) => Some((cert, true)),
+        (None, None) => None,
+    };
+    if let Some((cert, unrevoke)) = change {
+        let (crl, listed) = certs::revoke(&args.out, cert, args.days, unrevoke)
+            .map_err(|e| Failure::Setup(e.to_string()))?;
+        println!("wrote {} ({listed} revoked)", crl.display());
+        return Ok(());
+    }
+    if args.renew {
+        let mut options = CertOptions::new(&args.out);
+        options.days = args.days;
+        options.extra_sans = args.san.clone();
+        let files = certs::renew(&options).map_err(|e| Failure::Setup(e.to_string()))?;
+        for path in [
+            &files.server_cert,
+            &files.server_key,
+            &files.client_cert,
+            &files.client_key,
+        ] {
+            println!("wrote {}", path.display());
+        }
+        return Ok(());
+    }
+    if !args.client_name.is_empty() {
+        for name in &args.client_name {
+            let (cert, key) = certs::issue_client(&args.out, name, args.days, args.force)
+                .map_err(|e| Failure::Setup(e.to_string()))?;
+            println!("wrote {}", cert.display());
+            println!("wrote {}", key.display());
+        }
+        return Ok(());
+    }
     let mut options = CertOptions::new(&args.out);
     options.days = args.days;
     options.extra_sans = args.san.clone();
@@ -747,7 +948,7 @@ async fn demo(args: DemoArgs) -> Result<(), Failure> {
         key: None,
         plaintext: false,
     };
-    let transport = server_transport(&tls_args)?;
+    let (transport, _) = server_transport(&tls_args, &[])?;
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| setup("cannot listen on 127.0.0.1", e))?;

@@ -20,6 +20,7 @@ use http::{header, HeaderMap, HeaderValue, StatusCode};
 use tokio::time::Sleep;
 
 use crate::grpc::{
+    budget::ConnBudget,
     compression::{Encoding, ACCEPT_ENCODING},
     error::{Side, WireError},
     intercept::{CallHead, CallSummary, Chain, ServerInterceptor},
@@ -53,6 +54,7 @@ pub(crate) async fn run(
     handler: Handler,
     interceptors: Option<Chain<dyn ServerInterceptor>>,
     limits: Limits,
+    budget: Option<Arc<ConnBudget>>,
 ) {
     // Summaries cost clock reads (and shared counters for request streams); pay only when
     // someone listens.
@@ -67,6 +69,7 @@ pub(crate) async fn run(
         &handler,
         interceptors.as_deref().unwrap_or_default(),
         limits,
+        budget,
         &mut deadline,
         observe,
     )
@@ -96,10 +99,14 @@ async fn serve(
     handler: &Handler,
     interceptors: &[Arc<dyn ServerInterceptor>],
     limits: Limits,
+    budget: Option<Arc<ConnBudget>>,
     deadline: &mut Option<Pin<&mut Sleep>>,
     observe: bool,
 ) -> (Status, (u64, u64), (u64, u64)) {
     let mut body = RecvBody::new(Side::Server, body, limits.max_recv, None, head.encoding);
+    if let Some(budget) = budget {
+        body = body.with_budget(budget);
+    }
     let (mut received, mut shared) = ((0, 0), None);
     // Interceptors, then the request and the handler: all under the deadline and the cancel.
     let work = async {

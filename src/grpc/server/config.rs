@@ -5,7 +5,9 @@ use std::{sync::Arc, time::Duration};
 
 use tokio::sync::Semaphore;
 
-use crate::grpc::{error::Error, frame::DEFAULT_MAX_MESSAGE_SIZE};
+use crate::grpc::{
+    budget::RequestBudget, error::Error, frame::DEFAULT_MAX_MESSAGE_SIZE, metrics::Metrics,
+};
 
 /// How connections are secured.
 #[derive(Clone, Debug)]
@@ -82,6 +84,14 @@ pub struct ServerConfig {
     /// or `spawn_blocking`, as tokio, which never preempts a task, asks of any blocking work)
     /// holds up only itself; `tests/intercept.rs` shows both.
     pub inline_first_poll: bool,
+    /// Where the server records connections, TLS handshake failures and calls to unknown
+    /// methods; off by default. Call metrics come from
+    /// [`Metrics::server_interceptor`](crate::grpc::metrics::Metrics::server_interceptor).
+    pub metrics: Option<Metrics>,
+    /// The memory budget for partial request messages, per connection and in total; `None`
+    /// turns it off (each stream is then bounded by the message size limit alone).
+    /// [`RequestBudget::default`] says what the defaults are and why.
+    pub request_budget: Option<RequestBudget>,
 }
 
 impl ServerConfig {
@@ -109,6 +119,8 @@ impl ServerConfig {
             max_connection_age_grace: Duration::from_secs(10),
             tls_key_log: false,
             inline_first_poll: true,
+            metrics: None,
+            request_budget: Some(RequestBudget::default()),
         }
     }
 
@@ -162,6 +174,27 @@ impl ServerConfig {
             if value.is_some_and(|d| d > MAX_DURATION) {
                 return Err(Error::config(format!(
                     "{name} = {value:?} is over the maximum of {MAX_DURATION:?}"
+                )));
+            }
+        }
+        if let Some(budget) = &self.request_budget {
+            // A budget smaller than one message would stall a well-behaved maximum-size request.
+            if budget.per_connection < self.max_recv_message_size {
+                return Err(Error::config(format!(
+                    "request_budget.per_connection = {} is below max_recv_message_size = {}",
+                    budget.per_connection, self.max_recv_message_size
+                )));
+            }
+            if budget.total < budget.per_connection {
+                return Err(Error::config(format!(
+                    "request_budget.total = {} is below request_budget.per_connection = {}",
+                    budget.total, budget.per_connection
+                )));
+            }
+            if budget.stall_timeout.is_zero() || budget.stall_timeout > MAX_DURATION {
+                return Err(Error::config(format!(
+                    "request_budget.stall_timeout = {:?} is outside (0, {MAX_DURATION:?}]",
+                    budget.stall_timeout
                 )));
             }
         }

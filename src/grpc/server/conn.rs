@@ -26,8 +26,10 @@ use tokio_util::io::InspectReader;
 use tracing::Instrument as _;
 
 use crate::grpc::{
+    budget::ServerBudget,
     error::Error,
     metadata::Metadata,
+    metrics::{handshake_failure_reason, Metrics},
     request::Peer,
     server::{
         call::{self, Limits},
@@ -42,6 +44,8 @@ use crate::grpc::{
 pub(crate) struct Shared {
     pub(crate) config: ServerConfig,
     router: Router,
+    /// The request memory budget all connections share.
+    budget: Option<Arc<ServerBudget>>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     builder: h2::server::Builder,
 }
@@ -68,9 +72,13 @@ impl Shared {
             .max_send_buffer_size(config.max_send_buffer_size)
             .max_pending_accept_reset_streams(config.max_pending_accept_reset_streams)
             .max_local_error_reset_streams(Some(config.max_local_error_reset_streams));
+        let budget = config
+            .request_budget
+            .map(|settings| ServerBudget::new(settings, config.metrics.clone()));
         Self {
             config,
             router,
+            budget,
             tls,
             builder,
         }
@@ -88,10 +96,15 @@ pub(crate) async fn serve<IO>(
 {
     let shown = addr.map_or_else(|| "unix".to_owned(), |a| a.to_string());
     let span = tracing::debug_span!("conn", peer = %shown, identity = tracing::field::Empty);
+    let metrics = shared.config.metrics.as_ref();
+    if let Some(metrics) = metrics {
+        metrics.connection_accepted();
+    }
     let Some(acceptor) = shared.tls.clone() else {
+        let _open = metrics.map(Metrics::connection_open);
         let peer = Arc::new(Peer {
             addr,
-            subject: None,
+            ..Peer::default()
         });
         return serve_h2(socket, peer, &shared, stop).instrument(span).await;
     };
@@ -100,24 +113,42 @@ pub(crate) async fn serve<IO>(
     let stream = match handshake {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {
-            tracing::info!(parent: &span, error = %e, "TLS handshake failed");
+            let reason = handshake_failure_reason(&e);
+            tracing::info!(parent: &span, error = %e, reason, "TLS handshake failed");
+            if let Some(metrics) = metrics {
+                metrics.handshake_failed(reason);
+            }
             return;
         }
         Err(_) => {
             tracing::info!(parent: &span, "TLS handshake timed out");
+            if let Some(metrics) = metrics {
+                metrics.handshake_failed("timeout");
+            }
             return;
         }
     };
-    let subject = stream
+    let _open = metrics.map(Metrics::connection_open);
+    let identity = stream
         .get_ref()
         .1
         .peer_certificates()
         .and_then(|certs| certs.first())
-        .and_then(|cert| tls::subject_of(cert));
+        .and_then(|cert| tls::identity_of(cert));
+    let (subject, uri_sans, dns_sans) = match identity {
+        Some((subject, uris, dns)) => (Some(subject), uris, dns),
+        None => (None, Vec::new(), Vec::new()),
+    };
     if let Some(subject) = &subject {
         span.record("identity", subject.as_str());
     }
-    let peer = Arc::new(Peer { addr, subject });
+    let peer = Arc::new(Peer {
+        addr,
+        tls: true,
+        subject,
+        uri_sans,
+        dns_sans,
+    });
     serve_h2(stream, peer, &shared, stop).instrument(span).await;
 }
 
@@ -180,6 +211,7 @@ where
         max_send: config.max_send_message_size,
     };
     let mut calls = JoinSet::new();
+    let budget = shared.budget.as_ref().map(ServerBudget::connection);
     let mut timers = Timers::new(config, &peer, preface_deadline);
     let mut ping_pong = connection.ping_pong();
     if *stop.borrow() {
@@ -272,6 +304,9 @@ where
                     let handler = match shared.router.handler(head.method()) {
                         Ok(handler) => handler.clone(),
                         Err(status) => {
+                            if let Some(metrics) = &config.metrics {
+                                metrics.unregistered_call(&status);
+                            }
                             call::answer_status(&mut respond, &status, None, &Metadata::new());
                             continue;
                         }
@@ -280,7 +315,7 @@ where
                     let interceptors = shared.router.interceptors().cloned();
                     // Boxed where it is made, then wrapped: the call's future is a few KiB, and
                     // every move of it is a copy (callgrind: ~2.5 KiB, two fewer copies).
-                    let call = Box::pin(call::run(head, body, respond, handler, interceptors, limits));
+                    let call = Box::pin(call::run(head, body, respond, handler, interceptors, limits, budget.clone()));
                     let mut call = call.instrument(span);
                     if !config.inline_first_poll {
                         calls.spawn(call);
