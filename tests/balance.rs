@@ -936,6 +936,44 @@ async fn a_peer_that_drops_every_connection_is_not_redialled_in_a_loop() {
     dropper.abort();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_attempt_is_a_metric_and_the_call_is_one() {
+    let (addr, _) = raw_server(|n| {
+        if n < 2 {
+            Answer::Fail(Code::Unavailable, vec![])
+        } else {
+            Answer::Reply("third")
+        }
+    })
+    .await;
+    let metrics = satellite::grpc::metrics::Metrics::new();
+    let endpoint = Endpoint::new(addr.to_string()).service_config(retry_config(5, ""));
+    let channel = Channel::lazy(endpoint)
+        .unwrap()
+        .intercept(metrics.client_interceptor("raw"));
+    assert_eq!(bounded(who(&channel)).await.unwrap(), "third");
+    let text = metrics.encode();
+    let value = |series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("{series} not in\n{text}"))
+    };
+    let labels = r#"grpc_method="lb.Test/Who",grpc_target="raw""#;
+    assert_eq!(
+        value(&format!("grpc_client_attempt_started_total{{{labels}}}")),
+        3.0
+    );
+    let count = |status: &str| {
+        value(&format!(
+            "grpc_client_attempt_duration_seconds_count{{{labels},grpc_status=\"{status}\"}}"
+        ))
+    };
+    assert_eq!(count("UNAVAILABLE"), 2.0);
+    assert_eq!(count("OK"), 1.0);
+    let calls = format!("grpc_client_call_duration_seconds_count{{{labels},grpc_status=\"OK\"}}");
+    assert_eq!(value(&calls), 1.0);
+}
+
 #[test]
 fn bad_service_config_is_refused_at_channel_creation_naming_the_field() {
     let e = ServiceConfig::from_json(

@@ -90,6 +90,17 @@ pub trait ClientInterceptor: Send + Sync + 'static {
     fn after(&self, summary: &CallSummary<'_>) {
         let _ = summary;
     }
+
+    /// An attempt of the call began: the first, a retry, or a transparent retry (gRFC A6).
+    fn attempt_started(&self, method: &str) {
+        let _ = method;
+    }
+
+    /// An attempt ended, with its own status, duration and message counts; the last attempt
+    /// ends with the call.
+    fn attempt_ended(&self, summary: &CallSummary<'_>) {
+        let _ = summary;
+    }
 }
 
 /// The head of a server-side call, as interceptors see it before the handler.

@@ -8,6 +8,10 @@
 //! | `grpc_server_call_duration_seconds` | histogram | `grpc_method`, `grpc_status` |
 //! | `grpc_server_call_sent_total_compressed_message_size_bytes` | histogram | same |
 //! | `grpc_server_call_rcvd_total_compressed_message_size_bytes` | histogram | same |
+//! | `grpc_client_attempt_started_total` | counter | `grpc_method`, `grpc_target` |
+//! | `grpc_client_attempt_duration_seconds` | histogram | `grpc_method`, `grpc_target`, `grpc_status` |
+//! | `grpc_client_attempt_sent_total_compressed_message_size_bytes` | histogram | same |
+//! | `grpc_client_attempt_rcvd_total_compressed_message_size_bytes` | histogram | same |
 //! | `grpc_client_call_duration_seconds` | histogram | `grpc_method`, `grpc_target`, `grpc_status` |
 //! | `grpc_server_connections_open` | gauge | |
 //! | `grpc_server_connections_accepted_total` | counter | |
@@ -64,6 +68,10 @@ struct Inner {
     sent: Histograms<CallLabels>,
     rcvd: Histograms<CallLabels>,
     client_duration: Histograms<ClientCallLabels>,
+    attempt_started: Family<ClientMethodLabels, Counter>,
+    attempt_duration: Histograms<ClientCallLabels>,
+    attempt_sent: Histograms<ClientCallLabels>,
+    attempt_rcvd: Histograms<ClientCallLabels>,
     connections_open: Gauge,
     connections_accepted: Counter,
     handshake_failures: Family<ReasonLabels, Counter>,
@@ -82,6 +90,12 @@ struct MethodLabels {
 struct CallLabels {
     grpc_method: String,
     grpc_status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClientMethodLabels {
+    grpc_method: String,
+    grpc_target: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -161,6 +175,11 @@ impl Metrics {
         let rcvd = Histograms::<CallLabels>::new_with_constructor(size_histogram);
         let client_duration =
             Histograms::<ClientCallLabels>::new_with_constructor(latency_histogram);
+        let attempt_started = Family::<ClientMethodLabels, Counter>::default();
+        let attempt_duration =
+            Histograms::<ClientCallLabels>::new_with_constructor(latency_histogram);
+        let attempt_sent = Histograms::<ClientCallLabels>::new_with_constructor(size_histogram);
+        let attempt_rcvd = Histograms::<ClientCallLabels>::new_with_constructor(size_histogram);
         let connections_open = Gauge::default();
         let connections_accepted = Counter::default();
         let handshake_failures = Family::<ReasonLabels, Counter>::default();
@@ -196,6 +215,29 @@ impl Metrics {
             "Client call duration, from the call's start to its status",
             Unit::Seconds,
             client_duration.clone(),
+        );
+        registry.register(
+            "grpc_client_attempt_started",
+            "Client call attempts started (retries and transparent retries included)",
+            attempt_started.clone(),
+        );
+        registry.register_with_unit(
+            "grpc_client_attempt_duration",
+            "Client attempt duration, from its start to its status",
+            Unit::Seconds,
+            attempt_duration.clone(),
+        );
+        registry.register_with_unit(
+            "grpc_client_attempt_sent_total_compressed_message_size",
+            "Request payload bytes sent per attempt, compressed, without prefixes",
+            Unit::Bytes,
+            attempt_sent.clone(),
+        );
+        registry.register_with_unit(
+            "grpc_client_attempt_rcvd_total_compressed_message_size",
+            "Response payload bytes received per attempt, compressed, without prefixes",
+            Unit::Bytes,
+            attempt_rcvd.clone(),
         );
         registry.register(
             "grpc_server_connections_open",
@@ -241,6 +283,10 @@ impl Metrics {
                 sent,
                 rcvd,
                 client_duration,
+                attempt_started,
+                attempt_duration,
+                attempt_sent,
+                attempt_rcvd,
                 connections_open,
                 connections_accepted,
                 handshake_failures,
@@ -424,6 +470,39 @@ impl ClientInterceptor for ClientMetrics {
             .client_duration
             .get_or_create(&labels)
             .observe(summary.elapsed.as_secs_f64());
+    }
+
+    fn attempt_started(&self, method: &str) {
+        let labels = ClientMethodLabels {
+            grpc_method: method_label(method, true),
+            grpc_target: self.target.clone(),
+        };
+        self.metrics
+            .inner
+            .attempt_started
+            .get_or_create(&labels)
+            .inc();
+    }
+
+    fn attempt_ended(&self, summary: &CallSummary<'_>) {
+        let labels = ClientCallLabels {
+            grpc_method: method_label(summary.method, true),
+            grpc_target: self.target.clone(),
+            grpc_status: summary.status.code().name().to_owned(),
+        };
+        let inner = &self.metrics.inner;
+        inner
+            .attempt_duration
+            .get_or_create(&labels)
+            .observe(summary.elapsed.as_secs_f64());
+        inner
+            .attempt_sent
+            .get_or_create(&labels)
+            .observe(summary.bytes_sent as f64);
+        inner
+            .attempt_rcvd
+            .get_or_create(&labels)
+            .observe(summary.bytes_received as f64);
     }
 }
 

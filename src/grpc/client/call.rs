@@ -48,6 +48,8 @@ struct Plan<'a> {
     deadline: Option<Instant>,
     wait_for_ready: bool,
     retry: Option<&'a crate::grpc::client::service_config::RetryPolicy>,
+    /// The interceptors' view, told of each attempt.
+    observer: Option<&'a Observer>,
 }
 
 impl Channel {
@@ -84,7 +86,7 @@ impl Channel {
         Resp: prost::Message + Default,
     {
         let observer = self.before(method.path(), &mut request).await?;
-        let plan = self.plan(method.path(), &request);
+        let plan = self.plan(method.path(), &request, observer.as_ref());
         // A request too large to keep for replay commits the call to its first attempt.
         let replayable = plan.retry.is_some()
             && request.message().encoded_len() <= self.inner.endpoint.retry_buffer_size;
@@ -157,7 +159,7 @@ impl Channel {
         T: IntoMessage<Req> + 'static,
     {
         let observer = self.before(method.path(), &mut request).await?;
-        let plan = self.plan(method.path(), &request);
+        let plan = self.plan(method.path(), &request, observer.as_ref());
         let mut stream = None;
         let request = request.map(|s| stream = Some(s));
         let requests =
@@ -295,6 +297,7 @@ impl Channel {
             started: std::time::Instant::now(),
             received: Arc::default(),
             sent: Arc::default(),
+            attempt: std::sync::Mutex::new(None),
         };
         let mut head = ClientCallHead {
             method: path,
@@ -350,7 +353,12 @@ impl Channel {
 
     /// What this call takes from the service config: the shorter timeout, wait-for-ready,
     /// the retry policy.
-    fn plan<T>(&self, path: &'static str, request: &Request<T>) -> Plan<'_> {
+    fn plan<'a, T>(
+        &'a self,
+        path: &'static str,
+        request: &Request<T>,
+        observer: Option<&'a Observer>,
+    ) -> Plan<'a> {
         let config = self.method_config(path);
         let timeout = match (request.timeout(), config.and_then(|c| c.timeout)) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -366,6 +374,7 @@ impl Channel {
             deadline: deadline_after(timeout),
             wait_for_ready,
             retry: config.and_then(|c| c.retry.as_ref()),
+            observer,
         }
     }
 
@@ -379,6 +388,9 @@ impl Channel {
         previous: u32,
         transparent: &mut u32,
     ) -> Result<bool, Status> {
+        if let Some(observer) = plan.observer {
+            observer.end_attempt(&failed.status);
+        }
         let expired = plan.deadline.is_some_and(|d| Instant::now() >= d);
         if failed.transparent && *transparent < retry::MAX_TRANSPARENT && !expired {
             *transparent += 1;
@@ -422,6 +434,9 @@ impl Channel {
             Some(d) if previous > 0 => Some(d.saturating_duration_since(Instant::now())),
             _ => plan.timeout,
         };
+        if let Some(observer) = plan.observer {
+            observer.begin_attempt();
+        }
         let head = self
             .request_head(plan.path, request, timeout, previous)
             .map_err(Failed::committed)?;
@@ -664,17 +679,54 @@ async fn send_all(
     sink.reset(Reason::CANCEL);
 }
 
-/// What client interceptors are told at the end of a call.
+/// What client interceptors are told of a call's attempts and of its end.
 struct Observer {
     interceptors: Chain<dyn ClientInterceptor>,
     method: &'static str,
     started: std::time::Instant,
     received: Arc<Counts>,
     sent: Arc<Counts>,
+    /// The attempt under way: when it began, and the counts then.
+    attempt: std::sync::Mutex<Option<Attempt>>,
+}
+
+/// Where an attempt began.
+struct Attempt {
+    started: std::time::Instant,
+    received: (u64, u64),
+    sent: (u64, u64),
 }
 
 impl Observer {
+    fn begin_attempt(&self) {
+        let attempt = Attempt {
+            started: std::time::Instant::now(),
+            received: self.received.get(),
+            sent: self.sent.get(),
+        };
+        *self.attempt.lock().expect("attempt") = Some(attempt);
+        for interceptor in self.interceptors.iter() {
+            interceptor.attempt_started(self.method);
+        }
+    }
+
+    /// Ends the attempt under way, if any, with `status`.
+    fn end_attempt(&self, status: &Status) {
+        let Some(attempt) = self.attempt.lock().expect("attempt").take() else {
+            return;
+        };
+        let since = |now: (u64, u64), then: (u64, u64)| (now.0 - then.0, now.1 - then.1);
+        let received = since(self.received.get(), attempt.received);
+        let sent = since(self.sent.get(), attempt.sent);
+        let summary = CallSummary::new(self.method, status, attempt.started, received, sent);
+        for interceptor in self.interceptors.iter() {
+            interceptor.attempt_ended(&summary);
+        }
+    }
+
     fn report(&self, status: &Status) {
+        // The call ends with its last attempt.
+        self.end_attempt(status);
         let (received, sent) = (self.received.get(), self.sent.get());
         let summary = CallSummary::new(self.method, status, self.started, received, sent);
         for interceptor in self.interceptors.iter() {
