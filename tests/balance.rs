@@ -946,7 +946,7 @@ async fn every_attempt_is_a_metric_and_the_call_is_one() {
         }
     })
     .await;
-    let metrics = satellite::grpc::metrics::Metrics::new();
+    let metrics = grpc::metrics::Metrics::new();
     let endpoint = Endpoint::new(addr.to_string()).service_config(retry_config(5, ""));
     let channel = Channel::lazy(endpoint)
         .unwrap()
