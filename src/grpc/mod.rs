@@ -80,5 +80,8 @@ pub use metadata::{Metadata, MetadataError};
 pub use method::{BidiStreaming, ClientStreaming, Method, ServerStreaming, Unary};
 pub use recv::Streaming;
 pub use request::{IntoMessage, Outgoing, Peer, Request, Response};
-pub use server::{run, serve_io, Listener, Router, ServerConfig, Transport};
+pub use server::{
+    run, run_browser, serve_io, BrowserConfig, Listener, Router, ServerConfig, StaticFile,
+    Transport,
+};
 pub use status::{Code, Status};

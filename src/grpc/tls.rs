@@ -116,6 +116,29 @@ pub fn server_config(
     identity: &Identity,
     client_ca: Option<&Roots>,
 ) -> Result<Arc<ServerConfig>, Error> {
+    server_config_with(identity, client_ca, false, ALPN_H2)
+}
+
+/// TLS for the browser listener: `identity` as the server certificate; a client certificate
+/// is optional (browsers rarely have one) but verified against `client_ca` when presented,
+/// and its identity passed on; ALPN offers HTTP/1.1.
+///
+/// # Errors
+/// A TLS error when the key does not match its certificate.
+pub fn browser_server_config(
+    identity: &Identity,
+    client_ca: Option<&Roots>,
+) -> Result<Arc<ServerConfig>, Error> {
+    server_config_with(identity, client_ca, true, b"http/1.1")
+}
+
+/// A server configuration; `optional` lets clients without a certificate in.
+fn server_config_with(
+    identity: &Identity,
+    client_ca: Option<&Roots>,
+    optional: bool,
+    alpn: &[u8],
+) -> Result<Arc<ServerConfig>, Error> {
     let provider = provider();
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&TLS13, &TLS12])
@@ -123,9 +146,15 @@ pub fn server_config(
     let builder = match client_ca {
         Some(roots) => {
             let verifier =
-                WebPkiClientVerifier::builder_with_provider(roots.store.clone(), provider)
-                    .build()
-                    .map_err(|e| Error::tls("cannot build the client verifier").with(e))?;
+                WebPkiClientVerifier::builder_with_provider(roots.store.clone(), provider);
+            let verifier = if optional {
+                verifier.allow_unauthenticated()
+            } else {
+                verifier
+            };
+            let verifier = verifier
+                .build()
+                .map_err(|e| Error::tls("cannot build the client verifier").with(e))?;
             builder.with_client_cert_verifier(verifier)
         }
         None => builder.with_no_client_auth(),
@@ -135,7 +164,7 @@ pub fn server_config(
         .map_err(|e| {
             Error::tls("the server certificate and key do not form a valid identity").with(e)
         })?;
-    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    config.alpn_protocols = vec![alpn.to_vec()];
     // No key log here: that is the program's choice (ServerConfig::tls_key_log).
     Ok(Arc::new(config))
 }

@@ -34,8 +34,8 @@ use crate::grpc::{
     reload::{Reload, ReloadHandle, Reloader},
     tls::{self, Identity, Roots},
     tls_reload::{self, ReloadingIdentity, ReloadingVerifier},
-    Channel, Endpoint, LbPolicy, Metadata, RequestBudget, ServerConfig, ServiceConfig, Status,
-    Transport,
+    BrowserConfig, Channel, Endpoint, LbPolicy, Metadata, RequestBudget, ServerConfig,
+    ServiceConfig, Status, Transport,
 };
 
 /// The satellite map server and its client, over gRPC with mutual TLS.
@@ -55,7 +55,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve the map over gRPC (mutual TLS unless --plaintext).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Fetch one cell (GetImage).
     Get(GetArgs),
     /// Stream a rectangle of cells (GetImages) and draw it as it arrives.
@@ -135,6 +135,18 @@ struct ServeArgs {
     /// HTTP/1.1 on this address; never the gRPC methods (default: off). Keep it private.
     #[arg(long, value_name = "ADDR")]
     admin_addr: Option<SocketAddr>,
+    /// Also serve browsers on this address: the map page at `/`, and gRPC-Web and Connect
+    /// calls over HTTP/1.1, with TLS from the server certificate (client certificates optional,
+    /// verified when presented) unless --web-plaintext (default: off).
+    #[arg(long, value_name = "ADDR")]
+    web: Option<SocketAddr>,
+    /// Serve --web without TLS; only on a loopback address.
+    #[arg(long, requires = "web")]
+    web_plaintext: bool,
+    /// An origin allowed to call --web from another page (CORS), such as
+    /// https://app.example, or `*`; repeatable (default: none, only the page served there).
+    #[arg(long = "web-origin", value_name = "ORIGIN", requires = "web")]
+    web_origins: Vec<String>,
     /// Benchmarks only: run every call through one interceptor that does nothing, to measure
     /// what the interceptor path costs.
     #[arg(long, hide = true)]
@@ -476,7 +488,7 @@ pub fn run(cli: Cli) -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve(args).await,
+            Command::Serve(args) => serve(*args).await,
             Command::Get(args) => get(args).await,
             Command::Area(args) => area(args).await,
             Command::Certs(args) => make_certs(&args),
@@ -619,6 +631,28 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         }
         _ => None,
     };
+    let browser = match args.web {
+        None => None,
+        Some(web_addr) => {
+            let config = browser_config(&args, service.map().width(), service.map().height())?;
+            let listener = TcpListener::bind(web_addr)
+                .await
+                .map_err(|e| setup(&format!("cannot listen on {web_addr} (--web)"), e))?;
+            let shown = listener.local_addr().map_err(|e| setup("--web", e))?;
+            let scheme = if config.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            tracing::info!(url = %format!("{scheme}://{shown}/"), "serving the map page");
+            Some(tokio::spawn(grpc::run_browser(
+                listener,
+                config,
+                router.clone(),
+                stopped(stop_rx.clone()),
+            )))
+        }
+    };
     let signals = {
         let health = health.clone();
         tokio::spawn(async move {
@@ -634,6 +668,9 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
     if let Some(health_server) = health_server {
         let _ = health_server.await;
     }
+    if let Some(browser) = browser {
+        let _ = browser.await;
+    }
     if let Some((stop_admin, admin)) = admin {
         let _ = stop_admin.send(());
         let _ = admin.await;
@@ -644,6 +681,37 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
     served.map_err(|e| setup("server", e))?;
     tracing::info!("server stopped");
     Ok(())
+}
+
+/// The browser listener's settings: the page, the JSON descriptors, CORS and TLS.
+fn browser_config(args: &ServeArgs, width: i32, height: i32) -> Result<BrowserConfig, Failure> {
+    let web_addr = args.web.expect("--web was given");
+    let tls = if args.web_plaintext {
+        if !web_addr.ip().is_loopback() {
+            return Err(Failure::Setup(format!(
+                "--web-plaintext is for loopback only; {web_addr} is not (drop --web-plaintext to use TLS)"
+            )));
+        }
+        None
+    } else {
+        if args.tls.plaintext {
+            return Err(Failure::Setup(
+                "--web needs the server certificate (drop --plaintext) or --web-plaintext".into(),
+            ));
+        }
+        let (ca, cert, key) = tls_files(&args.tls, "server");
+        let identity = Identity::from_pem_files(&cert, &key).map_err(|e| setup_tls(&e))?;
+        let roots = Roots::from_pem_file(&ca).map_err(|e| setup_tls(&e))?;
+        Some(tls::browser_server_config(&identity, Some(&roots)).map_err(|e| setup_tls(&e))?)
+    };
+    Ok(BrowserConfig {
+        tls,
+        allowed_origins: args.web_origins.clone(),
+        files: crate::app::page::files(width, height),
+        descriptor_set: Some(FILE_DESCRIPTOR_SET),
+        max_message_size: args.limits.max_message_size,
+        ..BrowserConfig::default()
+    })
 }
 
 /// The server's transport, and the TLS material in it that reloads (certificate and key,

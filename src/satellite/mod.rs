@@ -4,6 +4,7 @@ pub mod certs;
 pub mod cli;
 pub mod client;
 pub mod map;
+pub mod page;
 pub mod render;
 pub mod service;
 

@@ -9,13 +9,13 @@
 //!      handler: decode -> typed fn -> encode, trailers)
 //! ```
 
+mod browser;
 mod call;
 mod config;
 mod conn;
 mod head;
 mod listen;
 mod route;
-#[allow(dead_code)] // driven by the web listener, which lands next (issue 13)
 pub(crate) mod web;
 
 use std::{future::Future, sync::Arc, time::Duration};
@@ -25,6 +25,7 @@ use tokio::{
     task::JoinSet,
 };
 
+pub use browser::{run_browser, BrowserConfig, StaticFile};
 pub use config::{ServerConfig, Transport};
 pub use conn::serve_io;
 pub use listen::Listener;

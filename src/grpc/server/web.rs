@@ -151,8 +151,15 @@ pub(crate) async fn serve(
         received: (0, 0),
     };
     let handler = match web.router.handler(&call.path) {
-        // Connect: an unknown method is HTTP 404 (the protocol's words), with the error body.
-        Err(status) => return call.fail(status, &Metadata::new()),
+        Err(status) => {
+            let mut reply = call.fail(status, &Metadata::new());
+            // Connect: an unknown method is HTTP 404 (the protocol's words), with the error
+            // body still saying unimplemented.
+            if let Protocol::ConnectUnary { .. } = protocol {
+                *reply.head.status_mut() = StatusCode::NOT_FOUND;
+            }
+            return reply;
+        }
         Ok(Handler::Stream(_)) => {
             // Browsers send one request message; request streams need gRPC over HTTP/2.
             let status = Status::unimplemented("client and bidi streaming need gRPC over HTTP/2");
@@ -240,6 +247,18 @@ pub(crate) async fn serve(
         head: response,
         body: Box::pin(body),
     }
+}
+
+/// Answers a web call with `status` before it reaches a handler (a body too large, too slow).
+pub(crate) fn refuse(protocol: Protocol, path: &str, status: Status) -> WebReply {
+    let call = Call {
+        protocol,
+        path: path.to_owned(),
+        interceptors: None,
+        started: std::time::Instant::now(),
+        received: (0, 0),
+    };
+    call.fail(status, &Metadata::new())
 }
 
 /// The call's identity and what it has counted, for the interceptors' summary.

@@ -1,0 +1,374 @@
+//! The listener for browsers: HTTP/1.1 through hyper, plaintext or TLS (client certificates
+//! optional, verified when presented), serving static files, CORS, and gRPC-Web and Connect
+//! calls on the router's handlers (`web.rs`).
+
+use std::{convert::Infallible, future::Future, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt as _, Full, Limited, StreamBody};
+use hyper::{body::Frame, body::Incoming, server::conn::http1, service::service_fn};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    net::TcpListener,
+    sync::Semaphore,
+    task::JoinSet,
+};
+
+use crate::grpc::{
+    error::Error,
+    frame::DEFAULT_MAX_MESSAGE_SIZE,
+    request::Peer,
+    server::{
+        call::Limits,
+        route::Router,
+        web::{self, Protocol, Web},
+    },
+    status::Status,
+    tls,
+    web::json::JsonCodec,
+};
+
+/// A file the browser listener serves as is (the page, its script).
+#[derive(Debug, Clone)]
+pub struct StaticFile {
+    /// The request path, such as `/` or `/app.js`.
+    pub path: String,
+    /// Its `content-type`.
+    pub content_type: &'static str,
+    /// Its bytes.
+    pub body: Bytes,
+}
+
+/// How the browser listener serves.
+#[derive(Debug, Clone)]
+pub struct BrowserConfig {
+    /// TLS with this configuration (see [`tls::browser_server_config`]); plaintext when `None`,
+    /// meant for loopback.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Origins allowed to call cross-origin (`https://app.example`), or `*`; none by default,
+    /// so only pages served here may call.
+    pub allowed_origins: Vec<String>,
+    /// Files served on GET.
+    pub files: Vec<StaticFile>,
+    /// The encoded `FileDescriptorSet` of the services, for the JSON codecs; without it JSON
+    /// requests get 415.
+    pub descriptor_set: Option<&'static [u8]>,
+    /// Largest request or response message (default 4 MiB, as for gRPC).
+    pub max_message_size: usize,
+    /// Time a client has to send a request's headers (default 10 s).
+    pub header_read_timeout: Duration,
+    /// Time a client has to send a request's body once its headers are in (default 30 s).
+    pub body_read_timeout: Duration,
+    /// Connections at once (default 1 024); more wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// Time calls in flight get to finish at shutdown (default 10 s).
+    pub shutdown_grace: Duration,
+}
+
+impl Default for BrowserConfig {
+    fn default() -> Self {
+        Self {
+            tls: None,
+            allowed_origins: Vec::new(),
+            files: Vec::new(),
+            descriptor_set: None,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            max_connections: 1024,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What every browser connection shares.
+struct Shared {
+    web: Arc<Web>,
+    config: BrowserConfig,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// Serves browsers on `listener` until `shutdown` completes: gRPC-Web and Connect calls on
+/// `router`, the configured files, CORS preflights.
+///
+/// # Errors
+/// A configuration error when the descriptor set does not decode.
+pub async fn run_browser(
+    listener: TcpListener,
+    config: BrowserConfig,
+    router: Router,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
+    let json = config.descriptor_set.map(JsonCodec::new).transpose()?;
+    let limits = Limits {
+        max_recv: config.max_message_size,
+        max_send: config.max_message_size,
+    };
+    let shared = Arc::new(Shared {
+        web: Arc::new(Web {
+            router,
+            json,
+            limits,
+        }),
+        tls: config.tls.clone().map(tokio_rustls::TlsAcceptor::from),
+        config,
+    });
+    let permits = Arc::new(Semaphore::new(shared.config.max_connections));
+    let mut connections = JoinSet::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let accepted = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            accepted = listener.accept() => accepted,
+        };
+        let (socket, addr) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "browser accept failed; backing off");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = socket.set_nodelay(true);
+        let shared = shared.clone();
+        connections.spawn(async move {
+            let mut peer = Peer {
+                addr: Some(addr),
+                ..Peer::default()
+            };
+            match &shared.tls {
+                None => serve_http1(socket, Arc::new(peer), &shared).await,
+                Some(acceptor) => {
+                    let handshake = tokio::time::timeout(
+                        shared.config.header_read_timeout,
+                        acceptor.accept(socket),
+                    );
+                    let stream = match handshake.await {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(e)) => {
+                            tracing::info!(%addr, error = %e, "browser TLS handshake failed");
+                            return drop(permit);
+                        }
+                        Err(_) => return drop(permit),
+                    };
+                    peer.tls = true;
+                    let identity = stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .and_then(|c| tls::identity_of(c));
+                    if let Some((subject, uris, dns)) = identity {
+                        (peer.subject, peer.uri_sans, peer.dns_sans) = (Some(subject), uris, dns);
+                    }
+                    serve_http1(stream, Arc::new(peer), &shared).await;
+                }
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    let drained = tokio::time::timeout(shared.config.shutdown_grace, async {
+        while connections.join_next().await.is_some() {}
+    });
+    if drained.await.is_err() {
+        connections.shutdown().await;
+    }
+    Ok(())
+}
+
+async fn serve_http1<IO>(io: IO, peer: Arc<Peer>, shared: &Arc<Shared>)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = {
+        let shared = shared.clone();
+        service_fn(move |request| {
+            let (shared, peer) = (shared.clone(), peer.clone());
+            async move { Ok::<_, Infallible>(answer(request, &shared, peer).await) }
+        })
+    };
+    let served = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(shared.config.header_read_timeout)
+        .max_buf_size(64 * 1024)
+        .serve_connection(TokioIo::new(io), service)
+        .await;
+    if let Err(e) = served {
+        tracing::debug!(error = %e, "browser connection ended");
+    }
+}
+
+async fn answer(request: Request<Incoming>, shared: &Shared, peer: Arc<Peer>) -> Response<Body> {
+    let origin = request.headers().get(header::ORIGIN).cloned();
+    let allowed = origin
+        .as_ref()
+        .filter(|o| origin_allowed(&shared.config.allowed_origins, o));
+    let mut response = if request.method() == Method::OPTIONS {
+        preflight(request.headers(), allowed.is_some())
+    } else {
+        route(request, shared, peer).await
+    };
+    if let Some(origin) = allowed {
+        cors(response.headers_mut(), origin);
+    }
+    response
+}
+
+async fn route(request: Request<Incoming>, shared: &Shared, peer: Arc<Peer>) -> Response<Body> {
+    let (head, body) = request.into_parts();
+    let Some(protocol) = Protocol::of(&head) else {
+        if head.method == Method::GET || head.method == Method::HEAD {
+            if let Some(file) = shared
+                .config
+                .files
+                .iter()
+                .find(|f| f.path == head.uri.path())
+            {
+                let mut response = Response::new(full(file.body.clone()));
+                let headers = response.headers_mut();
+                headers.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static(file.content_type),
+                );
+                headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+                return response;
+            }
+            return plain(StatusCode::NOT_FOUND, "not found\n");
+        }
+        if head.method == Method::POST {
+            // Connect: a content type we do not speak is 415.
+            return plain(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported content-type: this port speaks gRPC-Web and Connect\n",
+            );
+        }
+        return plain(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "use POST (or GET for files)\n",
+        );
+    };
+    // Text mode inflates by 4/3 and JSON by more: the bound on what is read is generous, the
+    // message itself is checked against the limit once decoded.
+    let max = shared.config.max_message_size;
+    let bound = max.saturating_mul(2).saturating_add(64 * 1024);
+    let read = tokio::time::timeout(
+        shared.config.body_read_timeout,
+        Limited::new(body, bound).collect(),
+    );
+    let body = match read.await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) => {
+            let status = if e
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                Status::resource_exhausted(format!("request body larger than {bound} bytes"))
+            } else {
+                Status::cancelled(format!("the request body was not received: {e}"))
+            };
+            return reply(web::refuse(protocol, head.uri.path(), status));
+        }
+        Err(_) => {
+            let status = Status::deadline_exceeded("the request body took too long to arrive");
+            return reply(web::refuse(protocol, head.uri.path(), status));
+        }
+    };
+    reply(web::serve(&shared.web, protocol, head, body, peer).await)
+}
+
+fn reply(reply: web::WebReply) -> Response<Body> {
+    let (parts, ()) = reply.head.into_parts();
+    let stream = reply
+        .body
+        .map(|chunk| Ok::<_, Infallible>(Frame::data(chunk)));
+    Response::from_parts(
+        parts,
+        http_body_util::BodyExt::boxed_unsync(StreamBody::new(stream)),
+    )
+}
+
+fn full(bytes: Bytes) -> Body {
+    Full::new(bytes).boxed_unsync()
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
+    let mut response = Response::new(full(Bytes::from_static(text.as_bytes())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+fn origin_allowed(allowed: &[String], origin: &HeaderValue) -> bool {
+    allowed
+        .iter()
+        .any(|a| a == "*" || a.as_bytes() == origin.as_bytes())
+}
+
+/// What browsers may send and read cross-origin: the gRPC-Web and Connect headers.
+const ALLOW_HEADERS: &str = "content-type, x-grpc-web, x-user-agent, grpc-timeout, \
+    connect-protocol-version, connect-timeout-ms, connect-content-encoding, \
+    connect-accept-encoding, content-encoding, accept-encoding, authorization";
+const EXPOSE_HEADERS: &str = "grpc-status, grpc-message, grpc-status-details-bin, \
+    content-encoding, connect-content-encoding";
+
+fn preflight(headers: &HeaderMap, allowed: bool) -> Response<Body> {
+    if !allowed {
+        return plain(StatusCode::FORBIDDEN, "origin not allowed\n");
+    }
+    let mut response = Response::new(full(Bytes::new()));
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    let out = response.headers_mut();
+    out.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("POST, GET"),
+    );
+    // The metadata a page sends is its own choice: allow what it asks for, plus ours.
+    let asked = headers
+        .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| format!("{ALLOW_HEADERS}, {v}"))
+        .and_then(|v| HeaderValue::from_str(&v).ok())
+        .unwrap_or(HeaderValue::from_static(ALLOW_HEADERS));
+    out.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, asked);
+    out.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("7200"),
+    );
+    response
+}
+
+fn cors(headers: &mut HeaderMap, origin: &HeaderValue) {
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+    headers.insert(header::VARY, HeaderValue::from_static("origin"));
+    // Response metadata is readable too: every header this response carries.
+    let mut expose = EXPOSE_HEADERS.to_owned();
+    for name in headers.keys() {
+        let name = name.as_str();
+        if !expose.contains(name) && !name.starts_with("access-control-") {
+            expose.push_str(", ");
+            expose.push_str(name);
+        }
+    }
+    if let Ok(value) = HeaderValue::from_str(&expose) {
+        headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, value);
+    }
+}
