@@ -1,0 +1,94 @@
+// The map page in headless Chromium (Debian's, driven by playwright-core): the whole map drawn
+// and every cell checked against the map file, a click on a cell and one off the map, a
+// deadline, and a cancel whose handler the server then reports as CANCELLED; a screenshot.
+
+import { chromium } from "playwright-core";
+import { join } from "node:path";
+import { H, ROOT, W, cell, check, serve } from "./harness.mjs";
+
+const CELL = 10, MARGIN = 2;
+const SEA = [0x1f, 0x4e, 0x79], LAND = [0x3c, 0x8d, 0x2f];
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+});
+const fast = await serve();
+const slow = await serve(["--send-delay", "20"]);
+try {
+  for (const protocol of ["connect-json", "connect-proto", "grpc-web"]) {
+    const page = await browser.newPage({ viewport: { width: 1000, height: 520 } });
+    page.on("pageerror", (e) => console.error("page error:", e));
+    await page.goto(`${fast.url}/`);
+    await page.waitForFunction(() => window.satellite?.streams >= 1, null, { timeout: 30_000 });
+    if (protocol !== "connect-json") {
+      await page.selectOption("#protocol", protocol);
+      await page.click("#redraw");
+      await page.waitForFunction(() => window.satellite?.streams >= 2, null, { timeout: 30_000 });
+    }
+    // Every cell, as drawn: the colour at its centre.
+    const pixels = await page.evaluate(({ W, H, CELL, MARGIN }) => {
+      const c = document.getElementById("map").getContext("2d");
+      const out = [];
+      for (let y = 0; y < H; y++)
+        for (let x = 0; x < W; x++) {
+          const d = c.getImageData((x + MARGIN) * CELL + 5, (H - 1 - y + MARGIN) * CELL + 5, 1, 1).data;
+          out.push([d[0], d[1], d[2]]);
+        }
+      return out;
+    }, { W, H, CELL, MARGIN });
+    let wrong = 0;
+    for (let y = 0; y < H; y++)
+      for (let x = 0; x < W; x++) {
+        const want = cell(x, y) === 0x20 ? SEA : LAND;
+        const got = pixels[y * W + x];
+        if (got.some((v, i) => Math.abs(v - want[i]) > 2)) wrong++;
+      }
+    check(wrong === 0, `${protocol}: all ${W * H} cells drawn as the map says (${wrong} wrong)`);
+
+    // A click on a cell: GetImage.
+    const box = await page.locator("#map").boundingBox();
+    const at = (x, y) => [box.x + ((x + MARGIN) * CELL + 5) * (box.width / ((W + 2 * MARGIN) * CELL)),
+      box.y + ((H - 1 - y + MARGIN) * CELL + 5) * (box.height / ((H + 2 * MARGIN) * CELL))];
+    const [cx, cy] = at(20, 25);
+    await page.mouse.click(cx, cy);
+    const want = JSON.stringify(String.fromCharCode(cell(20, 25)));
+    await page.waitForFunction((w) => document.getElementById("result").textContent.endsWith(w), want);
+    check(true, `${protocol}: click (20, 25) shows GetImage = ${want}`);
+    const [ox, oy] = at(-1, -1);
+    await page.mouse.click(ox, oy);
+    await page.waitForFunction(() => window.satellite.lastCode === "OUT_OF_RANGE");
+    check(true, `${protocol}: an off-map click shows OUT_OF_RANGE`);
+    if (protocol === "connect-json") {
+      await page.screenshot({ path: join(ROOT, "web", "screenshot.png") });
+    }
+    await page.close();
+  }
+
+  // The slow server: a deadline, then a cancel.
+  const page = await browser.newPage();
+  await page.goto(`${slow.url}/`);
+  await page.waitForFunction(() => Object.keys(window.satellite?.cells ?? {}).length > 10);
+  await page.click("#cancel");
+  await page.waitForFunction(() => window.satellite.lastCode === "CANCELED");
+  const drawn = await page.evaluate(() => Object.keys(window.satellite.cells).length);
+  check(drawn < W * H, `cancel stops the stream mid-way (${drawn} of ${W * H} cells)`);
+  const cancelled = 'grpc_server_call_duration_seconds_count{grpc_method="satellite.Satellite/GetImages",grpc_status="CANCELLED"}';
+  let seen = 0;
+  for (let i = 0; i < 100 && seen < 1; i++) {
+    seen = await slow.metric(cancelled);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  check(seen >= 1, "the server dropped the cancelled call's handler (a CANCELLED call in its metrics)");
+  await page.fill("#deadline", "300");
+  await page.click("#redraw");
+  await page.waitForFunction(() => window.satellite.lastCode === "DEADLINE_EXCEEDED", null, { timeout: 10_000 });
+  check(true, "a 300 ms deadline shows DEADLINE_EXCEEDED");
+  await page.close();
+} finally {
+  await browser.close();
+  await fast.stop();
+  await slow.stop();
+}
+console.log("browser: all checks passed");
