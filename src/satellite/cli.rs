@@ -536,6 +536,9 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
     let mut config = ServerConfig::new(transport);
     config.shutdown_grace = Duration::from_secs(args.grace);
     config.tls_key_log = tls_key_log();
+    // The main port also answers gRPC-Web and Connect by content type (HTTP/2 clients of
+    // those protocols, browsers behind an HTTP/2 proxy).
+    config.web_protocols = Some(FILE_DESCRIPTOR_SET);
     args.limits.apply(&mut config);
     config
         .validate()

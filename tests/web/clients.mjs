@@ -1,6 +1,6 @@
-// The stock connect-node client against `satellite serve`, one row per transport: Connect
-// (binary and JSON, with GET for GetImage) and gRPC-Web over HTTP/1.1 on the --web listener,
-// and gRPC over HTTP/2 on the main port. Each row: unary, the whole-map stream, the service's
+// The stock connect-node client against `satellite serve`, one row per transport and
+// listener: Connect (binary and JSON, with GET for GetImage) and gRPC-Web over HTTP/1.1 on the
+// --web listener, and gRPC, Connect and gRPC-Web over HTTP/2 on the main port. Each row: unary, the whole-map stream, the service's
 // error codes, a deadline, a cancel mid-stream, and metadata both ways.
 
 import { writeFileSync, mkdtempSync } from "node:fs";
@@ -37,6 +37,9 @@ const rows = {
   "Connect (JSON) / HTTP/1.1 web": createConnectTransport({ baseUrl: web, httpVersion: "1.1", useBinaryFormat: false }),
   "gRPC-Web (binary) / HTTP/1.1 web": createGrpcWebTransport({ baseUrl: web, httpVersion: "1.1", useBinaryFormat: true }),
   "gRPC / HTTP/2 main port": createGrpcTransport({ baseUrl: `http://${server.grpc}` }),
+  "Connect (binary) / HTTP/2 main port": createConnectTransport({ baseUrl: `http://${server.grpc}`, httpVersion: "2", useBinaryFormat: true }),
+  "Connect (JSON, GET) / HTTP/2 main port": createConnectTransport({ baseUrl: `http://${server.grpc}`, httpVersion: "2", useBinaryFormat: false, useHttpGet: true }),
+  "gRPC-Web (binary) / HTTP/2 main port": createGrpcWebTransport({ baseUrl: `http://${server.grpc}`, httpVersion: "2", useBinaryFormat: true }),
 };
 const name = (e) => Code[ConnectError.from(e).code];
 const table = [];

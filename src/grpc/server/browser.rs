@@ -7,7 +7,7 @@ use std::{convert::Infallible, future::Future, sync::Arc, time::Duration};
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{combinators::UnsyncBoxBody, BodyExt as _, Full, Limited, StreamBody};
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt as _, Full, StreamBody};
 use hyper::{body::Frame, body::Incoming, server::conn::http1, service::service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{
@@ -64,6 +64,10 @@ pub struct BrowserConfig {
     pub body_read_timeout: Duration,
     /// Connections at once (default 1 024); more wait in the kernel's backlog.
     pub max_connections: usize,
+    /// Bytes of request bodies held at once across connections while they are read (default
+    /// 64 MiB, the per-connection request budget of the gRPC port): past it, reading waits.
+    /// It must be at least the largest body, twice the message limit plus 64 KiB.
+    pub body_budget: usize,
     /// Time calls in flight get to finish at shutdown (default 10 s).
     pub shutdown_grace: Duration,
 }
@@ -79,6 +83,7 @@ impl Default for BrowserConfig {
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),
             max_connections: 1024,
+            body_budget: 64 * 1024 * 1024,
             shutdown_grace: Duration::from_secs(10),
         }
     }
@@ -89,6 +94,8 @@ struct Shared {
     web: Arc<Web>,
     config: BrowserConfig,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Bytes of request bodies being read, across connections ([`BrowserConfig::body_budget`]).
+    body_budget: Arc<Semaphore>,
 }
 
 type Body = UnsyncBoxBody<Bytes, Infallible>;
@@ -97,7 +104,8 @@ type Body = UnsyncBoxBody<Bytes, Infallible>;
 /// `router`, the configured files, CORS preflights.
 ///
 /// # Errors
-/// A configuration error when the descriptor set does not decode.
+/// A configuration error when the descriptor set does not decode, or the body budget is
+/// smaller than the largest body.
 pub async fn run_browser(
     listener: TcpListener,
     config: BrowserConfig,
@@ -105,6 +113,16 @@ pub async fn run_browser(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
     let json = config.descriptor_set.map(JsonCodec::new).transpose()?;
+    let largest = config
+        .max_message_size
+        .saturating_mul(2)
+        .saturating_add(64 * 1024);
+    if config.body_budget < largest {
+        return Err(Error::config(format!(
+            "body_budget ({}) must hold the largest request body ({largest} bytes)",
+            config.body_budget
+        )));
+    }
     let limits = Limits {
         max_recv: config.max_message_size,
         max_send: config.max_message_size,
@@ -116,6 +134,7 @@ pub async fn run_browser(
             limits,
         }),
         tls: config.tls.clone().map(tokio_rustls::TlsAcceptor::from),
+        body_budget: Arc::new(Semaphore::new(config.body_budget)),
         config,
     });
     let permits = Arc::new(Semaphore::new(shared.config.max_connections));
@@ -269,27 +288,53 @@ async fn route(request: Request<Incoming>, shared: &Shared, peer: Arc<Peer>) -> 
     let bound = max.saturating_mul(2).saturating_add(64 * 1024);
     let read = tokio::time::timeout(
         shared.config.body_read_timeout,
-        Limited::new(body, bound).collect(),
+        read_body(body, bound, &shared.body_budget),
     );
-    let body = match read.await {
-        Ok(Ok(collected)) => collected.to_bytes(),
-        Ok(Err(e)) => {
-            let status = if e
-                .downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                Status::resource_exhausted(format!("request body larger than {bound} bytes"))
-            } else {
-                Status::cancelled(format!("the request body was not received: {e}"))
-            };
-            return reply(web::refuse(protocol, head.uri.path(), status));
-        }
+    let (body, _held) = match read.await {
+        Ok(Ok(read)) => read,
+        Ok(Err(status)) => return reply(web::refuse(protocol, head.uri.path(), status)),
         Err(_) => {
             let status = Status::deadline_exceeded("the request body took too long to arrive");
             return reply(web::refuse(protocol, head.uri.path(), status));
         }
     };
     reply(web::serve(&shared.web, protocol, head, body, peer).await)
+}
+
+/// Reads a request body whole, within `bound`, holding a permit per byte from the listener's
+/// body budget: when every connection uploads at once, reading waits (TCP pushes back on the
+/// peer) instead of memory growing; the body timeout ends a wait that lasts.
+async fn read_body(
+    mut body: Incoming,
+    bound: usize,
+    budget: &Arc<Semaphore>,
+) -> Result<(Bytes, Option<tokio::sync::OwnedSemaphorePermit>), Status> {
+    let mut all = bytes::BytesMut::new();
+    let mut held: Option<tokio::sync::OwnedSemaphorePermit> = None;
+    while let Some(frame) = body.frame().await {
+        let frame = frame
+            .map_err(|e| Status::cancelled(format!("the request body was not received: {e}")))?;
+        let Ok(chunk) = frame.into_data() else {
+            continue;
+        };
+        if all.len() + chunk.len() > bound {
+            return Err(Status::resource_exhausted(format!(
+                "request body larger than {bound} bytes"
+            )));
+        }
+        let n = u32::try_from(chunk.len()).unwrap_or(u32::MAX);
+        let permit = budget
+            .clone()
+            .acquire_many_owned(n)
+            .await
+            .map_err(|_| Status::unavailable("the server is shutting down"))?;
+        match held.as_mut() {
+            Some(h) => h.merge(permit),
+            None => held = Some(permit),
+        }
+        all.extend_from_slice(&chunk);
+    }
+    Ok((all.freeze(), held))
 }
 
 fn reply(reply: web::WebReply) -> Response<Body> {

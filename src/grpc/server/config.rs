@@ -92,6 +92,11 @@ pub struct ServerConfig {
     /// turns it off (each stream is then bounded by the message size limit alone).
     /// [`RequestBudget::default`] says what the defaults are and why.
     pub request_budget: Option<RequestBudget>,
+    /// Also answer gRPC-Web and Connect calls, by content type, on this server's HTTP/2
+    /// connections (browsers behind an HTTP/2 proxy, HTTP/2 clients of those protocols); off
+    /// by default. `Some(set)` gives the services' encoded `FileDescriptorSet`, for their JSON
+    /// codecs; an empty slice serves the binary codecs only.
+    pub web_protocols: Option<&'static [u8]>,
 }
 
 impl ServerConfig {
@@ -121,6 +126,7 @@ impl ServerConfig {
             inline_first_poll: true,
             metrics: None,
             request_budget: Some(RequestBudget::default()),
+            web_protocols: None,
         }
     }
 
@@ -129,6 +135,9 @@ impl ServerConfig {
     /// # Errors
     /// A configuration error naming the setting and its range.
     pub fn validate(&self) -> Result<(), Error> {
+        if let Some(set) = self.web_protocols.filter(|set| !set.is_empty()) {
+            crate::grpc::web::json::JsonCodec::new(set)?;
+        }
         const MAX_WINDOW: u64 = (1 << 31) - 1; // RFC 9113 §6.9.1
         const U32: u64 = u32::MAX as u64;
         let as_u64 = |n: usize| n as u64;

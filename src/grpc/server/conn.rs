@@ -36,8 +36,11 @@ use crate::grpc::{
         config::{ServerConfig, Transport},
         head,
         route::Router,
+        web::{Protocol, Web},
+        web_h2,
     },
     tls,
+    web::json::JsonCodec,
 };
 
 /// What every connection of one server shares.
@@ -46,6 +49,8 @@ pub(crate) struct Shared {
     router: Router,
     /// The request memory budget all connections share.
     budget: Option<Arc<ServerBudget>>,
+    /// gRPC-Web and Connect on the same streams, when configured.
+    web: Option<Arc<Web>>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     builder: h2::server::Builder,
 }
@@ -75,10 +80,24 @@ impl Shared {
         let budget = config
             .request_budget
             .map(|settings| ServerBudget::new(settings, config.metrics.clone()));
+        let web = config.web_protocols.map(|set| {
+            Arc::new(Web {
+                router: router.clone(),
+                // `validate` checked that a non-empty set decodes.
+                json: (!set.is_empty())
+                    .then(|| JsonCodec::new(set).ok())
+                    .flatten(),
+                limits: Limits {
+                    max_recv: config.max_recv_message_size,
+                    max_send: config.max_send_message_size,
+                },
+            })
+        });
         Self {
             config,
             router,
             budget,
+            web,
             tls,
             builder,
         }
@@ -294,6 +313,13 @@ where
                 for (request, mut respond) in batch.drain(..) {
                     timers.rearm_idle(config);
                     let (parts, body) = request.into_parts();
+                    if let Some(web) = shared.web.as_ref().filter(|_| Protocol::maybe(&parts)) {
+                        if let Some(protocol) = Protocol::of(&parts) {
+                            let call = web_h2::serve(web.clone(), protocol, parts, body, respond, peer.clone(), budget.clone());
+                            calls.spawn(call);
+                            continue;
+                        }
+                    }
                     let head = match head::check(parts, &peer) {
                         Ok(head) => head,
                         Err(rejection) => {

@@ -17,6 +17,7 @@ mod head;
 mod listen;
 mod route;
 pub(crate) mod web;
+mod web_h2;
 
 use std::{future::Future, sync::Arc, time::Duration};
 

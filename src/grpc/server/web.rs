@@ -67,6 +67,16 @@ pub(crate) enum Protocol {
 }
 
 impl Protocol {
+    /// A cheap first look: false for plain gRPC (`application/grpc` or `application/grpc+...`),
+    /// so the gRPC path pays one prefix test, not a parse.
+    pub(crate) fn maybe(head: &Parts) -> bool {
+        let Some(ct) = head.headers.get(header::CONTENT_TYPE) else {
+            return head.method == Method::GET;
+        };
+        let ct = ct.as_bytes();
+        !(ct.starts_with(b"application/grpc") && !ct.starts_with(b"application/grpc-web"))
+    }
+
     /// The protocol of a request, `None` when it is not a web call (plain gRPC, or nothing
     /// we serve).
     pub(crate) fn of(head: &Parts) -> Option<Self> {
