@@ -74,7 +74,7 @@ impl Protocol {
             return head.method == Method::GET;
         };
         let ct = ct.as_bytes();
-        !(ct.starts_with(b"application/grpc") && !ct.starts_with(b"application/grpc-web"))
+        !ct.starts_with(b"application/grpc") || ct.starts_with(b"application/grpc-web")
     }
 
     /// The protocol of a request, `None` when it is not a web call (plain gRPC, or nothing
