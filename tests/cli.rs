@@ -909,3 +909,54 @@ fn a_service_config_is_read_and_a_bad_one_exits_2_naming_the_field() {
     run.expect_code(2);
     assert!(run.stderr.contains("ipv6:1.2.3.4"), "{}", run.stderr);
 }
+
+#[test]
+fn demo_web_prints_the_url_serves_the_page_and_stops_on_sigint() {
+    use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = Command::new(BIN)
+        .args([
+            "demo",
+            "--render",
+            "none",
+            "--web",
+            &format!("127.0.0.1:{port}"),
+            "--certs",
+        ])
+        .arg(dir.path().join("certs"))
+        .env("SATELLITE_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = format!("http://127.0.0.1:{port}/");
+    let started = Instant::now();
+    let mut saw = Vec::new();
+    loop {
+        let line = lines.next().expect("demo output").unwrap();
+        saw.push(line.clone());
+        if line.contains("still serving") {
+            break;
+        }
+        assert!(started.elapsed() < WAIT, "{saw:?}");
+    }
+    assert!(saw.iter().any(|l| l.contains(&url)), "{saw:?}");
+    assert!(saw.iter().any(|l| l.starts_with("cells: 2560")), "{saw:?}");
+    let mut page = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    page.write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    let mut html = String::new();
+    page.read_to_string(&mut html).unwrap();
+    assert!(
+        html.starts_with("HTTP/1.1 200") && html.contains("<canvas"),
+        "{html}"
+    );
+    let _ = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+}

@@ -437,6 +437,10 @@ struct DemoArgs {
     /// How to draw the map (default: live on a terminal, plain otherwise).
     #[arg(long, value_enum)]
     render: Option<RenderArg>,
+    /// Also serve the map page to browsers on this loopback address (plaintext), print its
+    /// URL, and keep serving after the demo until Ctrl-C; `--web` alone takes 127.0.0.1:8080.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:8080")]
+    web: Option<SocketAddr>,
 }
 
 impl Cli {
@@ -1035,6 +1039,37 @@ async fn demo(args: DemoArgs) -> Result<(), Failure> {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let mut config = ServerConfig::new(transport);
     config.tls_key_log = tls_key_log();
+    config.web_protocols = Some(FILE_DESCRIPTOR_SET);
+    let (stop_web, web_stopped) = tokio::sync::oneshot::channel::<()>();
+    let browser = match args.web {
+        None => None,
+        Some(web_addr) => {
+            if !web_addr.ip().is_loopback() {
+                return Err(Failure::Setup(format!(
+                    "demo --web serves plaintext, so loopback only; {web_addr} is not"
+                )));
+            }
+            let listener = TcpListener::bind(web_addr)
+                .await
+                .map_err(|e| setup(&format!("cannot listen on {web_addr} (--web)"), e))?;
+            let shown = listener.local_addr().map_err(|e| setup("--web", e))?;
+            let web_config = BrowserConfig {
+                files: crate::app::page::files(map.width(), map.height()),
+                descriptor_set: Some(FILE_DESCRIPTOR_SET),
+                ..BrowserConfig::default()
+            };
+            let task = tokio::spawn(grpc::run_browser(
+                listener,
+                web_config,
+                service.router(),
+                async {
+                    let _ = web_stopped.await;
+                },
+            ));
+            println!("satellite demo: the map in a browser at http://{shown}/");
+            Some((shown, task))
+        }
+    };
     let server = tokio::spawn(grpc::run(listener, config, service.router(), async {
         let _ = stopped.await;
     }));
@@ -1086,6 +1121,13 @@ async fn demo(args: DemoArgs) -> Result<(), Failure> {
         render_mode(args.render),
     )
     .await;
+    if let Some((shown, task)) = browser {
+        println!("\nsatellite demo: still serving http://{shown}/ (Ctrl-C to stop)");
+        let _ = io::stdout().flush();
+        shutdown_signal().await;
+        let _ = stop_web.send(());
+        let _ = task.await;
+    }
     let _ = stop.send(());
     match tokio::time::timeout(Duration::from_secs(15), server).await {
         Ok(Ok(Ok(()))) => println!("server stopped cleanly"),
