@@ -116,12 +116,12 @@ pub fn server_config(
     identity: &Identity,
     client_ca: Option<&Roots>,
 ) -> Result<Arc<ServerConfig>, Error> {
-    server_config_with(identity, client_ca, false, ALPN_H2)
+    server_config_with(identity, client_ca, false, &[ALPN_H2])
 }
 
 /// TLS for the browser listener: `identity` as the server certificate; a client certificate
 /// is optional (browsers rarely have one) but verified against `client_ca` when presented,
-/// and its identity passed on; ALPN offers HTTP/1.1.
+/// and its identity passed on; ALPN offers HTTP/2 and HTTP/1.1.
 ///
 /// # Errors
 /// A TLS error when the key does not match its certificate.
@@ -129,7 +129,7 @@ pub fn browser_server_config(
     identity: &Identity,
     client_ca: Option<&Roots>,
 ) -> Result<Arc<ServerConfig>, Error> {
-    server_config_with(identity, client_ca, true, b"http/1.1")
+    server_config_with(identity, client_ca, true, &[ALPN_H2, b"http/1.1"])
 }
 
 /// A server configuration; `optional` lets clients without a certificate in.
@@ -137,7 +137,7 @@ fn server_config_with(
     identity: &Identity,
     client_ca: Option<&Roots>,
     optional: bool,
-    alpn: &[u8],
+    alpn: &[&[u8]],
 ) -> Result<Arc<ServerConfig>, Error> {
     let provider = provider();
     let builder = ServerConfig::builder_with_provider(provider.clone())
@@ -164,7 +164,7 @@ fn server_config_with(
         .map_err(|e| {
             Error::tls("the server certificate and key do not form a valid identity").with(e)
         })?;
-    config.alpn_protocols = vec![alpn.to_vec()];
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     // No key log here: that is the program's choice (ServerConfig::tls_key_log).
     Ok(Arc::new(config))
 }

@@ -15,12 +15,21 @@ const browser = await chromium.launch({
     "--disable-background-networking", "--disable-component-update", "--disable-sync"],
 });
 const fast = await serve();
+const secure = await serve([], { tls: true });
 const slow = await serve(["--send-delay", "20"]);
+// The TLS listener's certificate is from the test's own CA: Chromium is told to accept it.
+const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1000, height: 520 } });
 try {
-  for (const protocol of ["connect-json", "connect-proto", "grpc-web"]) {
-    const page = await browser.newPage({ viewport: { width: 1000, height: 520 } });
+  const runs = [
+    ["connect-json", fast, "http/1.1"], ["connect-proto", fast, "http/1.1"], ["grpc-web", fast, "http/1.1"],
+    ["connect-json", secure, "h2"], ["grpc-web", secure, "h2"],
+  ];
+  for (const [protocol, server, wire] of runs) {
+    const page = await context.newPage();
     page.on("pageerror", (e) => console.error("page error:", e));
-    await page.goto(`${fast.url}/`);
+    await page.goto(`${server.url}/`);
+    const hop = await page.evaluate(() => performance.getEntriesByType("navigation")[0].nextHopProtocol);
+    check(hop === wire, `${protocol}: the page came over ${hop}`);
     await page.waitForFunction(() => window.satellite?.streams >= 1, null, { timeout: 30_000 });
     if (protocol !== "connect-json") {
       await page.selectOption("#protocol", protocol);
@@ -45,7 +54,7 @@ try {
         const got = pixels[y * W + x];
         if (got.some((v, i) => Math.abs(v - want[i]) > 2)) wrong++;
       }
-    check(wrong === 0, `${protocol}: all ${W * H} cells drawn as the map says (${wrong} wrong)`);
+    check(wrong === 0, `${protocol} over ${wire}: all ${W * H} cells drawn as the map says (${wrong} wrong)`);
 
     // A click on a cell: GetImage.
     const box = await page.locator("#map").boundingBox();
@@ -60,14 +69,14 @@ try {
     await page.mouse.click(ox, oy);
     await page.waitForFunction(() => window.satellite.lastCode === "OUT_OF_RANGE");
     check(true, `${protocol}: an off-map click shows OUT_OF_RANGE`);
-    if (protocol === "connect-json") {
+    if (protocol === "connect-json" && wire === "http/1.1") {
       await page.screenshot({ path: join(ROOT, "web", "screenshot.png") });
     }
     await page.close();
   }
 
   // The slow server: a deadline, then a cancel.
-  const page = await browser.newPage();
+  const page = await context.newPage();
   await page.goto(`${slow.url}/`);
   await page.waitForFunction(() => Object.keys(window.satellite?.cells ?? {}).length > 10);
   await page.click("#cancel");
@@ -89,6 +98,7 @@ try {
 } finally {
   await browser.close();
   await fast.stop();
+  await secure.stop();
   await slow.stop();
 }
 console.log("browser: all checks passed");

@@ -1,9 +1,10 @@
 // The stock connect-node client against `satellite serve`, one row per transport and
-// listener: Connect (binary and JSON, with GET for GetImage) and gRPC-Web over HTTP/1.1 on the
-// --web listener, and gRPC, Connect and gRPC-Web over HTTP/2 on the main port. Each row: unary, the whole-map stream, the service's
+// listener: Connect (binary and JSON, with GET for GetImage) and gRPC-Web on the --web
+// listener (HTTP/1.1 plaintext, HTTP/1.1 and HTTP/2 over TLS), and gRPC, Connect and gRPC-Web
+// over HTTP/2 on the main port. Each row: unary, the whole-map stream, the service's
 // error codes, a deadline, a cancel mid-stream, and metadata both ways.
 
-import { writeFileSync, mkdtempSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { build } from "esbuild";
@@ -31,7 +32,14 @@ writeFileSync(policy, JSON.stringify({
   ],
 }));
 const server = await serve(["--send-delay", "1", "--instance", "node", "--authz-policy", policy]);
+const secure = await serve(["--send-delay", "1", "--instance", "node", "--authz-policy", policy], { tls: true });
 const web = server.url;
+// The TLS web listener: our CA trusted, no client certificate (browsers rarely have one).
+const ca = readFileSync(join(secure.certs, "ca-cert.pem"));
+const tls = { ca, servername: "localhost" };
+// The main port keeps mutual TLS: a client certificate from the same CA.
+const mtls = { ...tls, cert: readFileSync(join(secure.certs, "client-cert.pem")), key: readFileSync(join(secure.certs, "client-key.pem")) };
+const main = `https://localhost:${secure.grpc.split(":")[1]}`;
 const rows = {
   "Connect (binary, GET) / HTTP/1.1 web": createConnectTransport({ baseUrl: web, httpVersion: "1.1", useBinaryFormat: true, useHttpGet: true }),
   "Connect (JSON) / HTTP/1.1 web": createConnectTransport({ baseUrl: web, httpVersion: "1.1", useBinaryFormat: false }),
@@ -40,6 +48,12 @@ const rows = {
   "Connect (binary) / HTTP/2 main port": createConnectTransport({ baseUrl: `http://${server.grpc}`, httpVersion: "2", useBinaryFormat: true }),
   "Connect (JSON, GET) / HTTP/2 main port": createConnectTransport({ baseUrl: `http://${server.grpc}`, httpVersion: "2", useBinaryFormat: false, useHttpGet: true }),
   "gRPC-Web (binary) / HTTP/2 main port": createGrpcWebTransport({ baseUrl: `http://${server.grpc}`, httpVersion: "2", useBinaryFormat: true }),
+  "gRPC / HTTP/2 mTLS main port": createGrpcTransport({ baseUrl: main, nodeOptions: mtls }),
+  "Connect (binary) / HTTP/2 mTLS main port": createConnectTransport({ baseUrl: main, httpVersion: "2", useBinaryFormat: true, nodeOptions: mtls }),
+  "gRPC-Web (binary) / HTTP/2 mTLS main port": createGrpcWebTransport({ baseUrl: main, httpVersion: "2", useBinaryFormat: true, nodeOptions: mtls }),
+  "Connect (JSON) / HTTP/2 TLS web": createConnectTransport({ baseUrl: secure.url, httpVersion: "2", useBinaryFormat: false, nodeOptions: tls }),
+  "Connect (binary) / HTTP/1.1 TLS web": createConnectTransport({ baseUrl: secure.url, httpVersion: "1.1", useBinaryFormat: true, nodeOptions: tls }),
+  "gRPC-Web (binary) / HTTP/2 TLS web": createGrpcWebTransport({ baseUrl: secure.url, httpVersion: "2", useBinaryFormat: true, nodeOptions: tls }),
 };
 const name = (e) => Code[ConnectError.from(e).code];
 const table = [];
@@ -92,6 +106,7 @@ try {
   }
 } finally {
   await server.stop();
+  await secure.stop();
 }
 console.log("\n| transport / listener | passed |\n|---|---|\n" + table.join("\n"));
 console.log("clients: all checks passed");

@@ -1,9 +1,10 @@
 // Shared by the browser and client tests: start `satellite serve` with a --web listener on a
 // free loopback port, and stop it.
 
-import { spawn } from "node:child_process";
-import { createServer } from "node:net";
-import { readFileSync } from "node:fs";
+import { execFileSync, spawn } from "node:child_process";
+import { connect, createServer } from "node:net";
+import { mkdtempSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { fileURLToPath } from "node:url";
 import { dirname, join } from "node:path";
 
@@ -29,26 +30,35 @@ export async function freePort() {
   });
 }
 
-/** `satellite serve --plaintext --web 127.0.0.1:PORT --web-plaintext --admin-addr ...`. */
-export async function serve(extra = []) {
+/**
+ * `satellite serve --plaintext --web 127.0.0.1:PORT --web-plaintext --admin-addr ...`, or with
+ * `tls` set, mutual TLS on the main port and TLS on the web listener (HTTP/1.1 and HTTP/2 by
+ * ALPN) with a fresh `satellite certs` PKI.
+ */
+export async function serve(extra = [], { tls = false } = {}) {
   const [grpc, web, admin] = [await freePort(), await freePort(), await freePort()];
-  const args = ["serve", "--plaintext", "--addr", `127.0.0.1:${grpc}`, "--web", `127.0.0.1:${web}`,
-    "--web-plaintext", "--admin-addr", `127.0.0.1:${admin}`, ...extra];
+  let security = ["--plaintext", "--web-plaintext"];
+  let certs = null;
+  if (tls) {
+    certs = mkdtempSync(join(tmpdir(), "satellite-web-certs-"));
+    execFileSync(BIN, ["certs", "--out", certs, "--force"], { stdio: "ignore" });
+    security = ["--certs", certs];
+  }
+  const args = ["serve", "--addr", `127.0.0.1:${grpc}`, "--web", `127.0.0.1:${web}`,
+    "--admin-addr", `127.0.0.1:${admin}`, ...security, ...extra];
   const child = spawn(BIN, args, { stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, NO_COLOR: "1" } });
   let log = "";
   child.stderr.on("data", (d) => (log += d));
-  const url = `http://127.0.0.1:${web}`;
+  const url = `${tls ? "https" : "http"}://localhost:${web}`;
   const deadline = Date.now() + 20_000;
   for (;;) {
-    try {
-      const r = await fetch(`${url}/`);
-      if (r.ok) break;
-    } catch {}
+    if (await listening(web)) break;
     if (child.exitCode !== null || Date.now() > deadline) throw new Error(`serve did not start: ${log}`);
     await new Promise((r) => setTimeout(r, 50));
   }
   return {
     url,
+    certs,
     grpc: `127.0.0.1:${grpc}`,
     log: () => log,
     /** One sample of the server's metrics (`name{labels}` exactly as Prometheus prints it). */
@@ -62,6 +72,13 @@ export async function serve(extra = []) {
       await new Promise((r) => child.once("exit", r));
     },
   };
+}
+
+function listening(port) {
+  return new Promise((resolve) => {
+    const s = connect(port, "127.0.0.1", () => { s.destroy(); resolve(true); });
+    s.on("error", () => resolve(false));
+  });
 }
 
 export function check(ok, what) {

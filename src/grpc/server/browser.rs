@@ -1,19 +1,20 @@
-//! The listener for browsers: HTTP/1.1 through hyper, plaintext or TLS (client certificates
-//! optional, verified when presented), serving static files, CORS, and gRPC-Web and Connect
-//! calls on the router's handlers (`web.rs`).
+//! The listener for browsers: HTTP/1.1 through hyper, and HTTP/2 (by ALPN, over TLS) through
+//! the h2 path; plaintext or TLS (client certificates optional, verified when presented);
+//! serving static files, CORS, and gRPC-Web and Connect calls on the router's handlers
+//! (`web.rs`).
 
 use std::{convert::Infallible, future::Future, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use futures_util::StreamExt as _;
-use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt as _, Full, StreamBody};
 use hyper::{body::Frame, body::Incoming, server::conn::http1, service::service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{
     io::{AsyncRead, AsyncWrite},
     net::TcpListener,
-    sync::Semaphore,
+    sync::{watch, Semaphore},
     task::JoinSet,
 };
 
@@ -23,6 +24,9 @@ use crate::grpc::{
     request::Peer,
     server::{
         call::Limits,
+        config::{ServerConfig, Transport},
+        conn,
+        cors::{self, Site},
         route::Router,
         web::{self, Protocol, Web},
     },
@@ -92,6 +96,8 @@ impl Default for BrowserConfig {
 /// What every browser connection shares.
 struct Shared {
     web: Arc<Web>,
+    /// The same calls, files and CORS over HTTP/2, for TLS connections that ask for it.
+    h2: conn::Shared,
     config: BrowserConfig,
     tls: Option<tokio_rustls::TlsAcceptor>,
     /// Bytes of request bodies being read, across connections ([`BrowserConfig::body_budget`]).
@@ -127,7 +133,20 @@ pub async fn run_browser(
         max_recv: config.max_message_size,
         max_send: config.max_message_size,
     };
+    let mut h2_config = ServerConfig::new(Transport::Plaintext);
+    h2_config.web_protocols = Some(config.descriptor_set.unwrap_or_default());
+    h2_config.max_recv_message_size = config.max_message_size;
+    h2_config.max_send_message_size = config.max_message_size;
+    h2_config.handshake_timeout = config.header_read_timeout;
+    h2_config.shutdown_grace = config.shutdown_grace;
+    let site = Site {
+        files: config.files.clone(),
+        allowed_origins: config.allowed_origins.clone(),
+    };
+    let h2 = conn::Shared::new(h2_config, router.clone()).with_site(site);
+    let (stop_tx, stop_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
+        h2,
         web: Arc::new(Web {
             router,
             json,
@@ -165,6 +184,7 @@ pub async fn run_browser(
         };
         let _ = socket.set_nodelay(true);
         let shared = shared.clone();
+        let stop = stop_rx.clone();
         connections.spawn(async move {
             let mut peer = Peer {
                 addr: Some(addr),
@@ -195,13 +215,19 @@ pub async fn run_browser(
                     if let Some((subject, uris, dns)) = identity {
                         (peer.subject, peer.uri_sans, peer.dns_sans) = (Some(subject), uris, dns);
                     }
-                    serve_http1(stream, Arc::new(peer), &shared).await;
+                    // Browsers ask for HTTP/2 by ALPN; it goes through the h2 path.
+                    if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                        conn::serve_h2(stream, Arc::new(peer), &shared.h2, stop).await;
+                    } else {
+                        serve_http1(stream, Arc::new(peer), &shared).await;
+                    }
                 }
             }
             drop(permit);
         });
     }
     drop(listener);
+    let _ = stop_tx.send(true);
     let drained = tokio::time::timeout(shared.config.shutdown_grace, async {
         while connections.join_next().await.is_some() {}
     });
@@ -237,14 +263,15 @@ async fn answer(request: Request<Incoming>, shared: &Shared, peer: Arc<Peer>) ->
     let origin = request.headers().get(header::ORIGIN).cloned();
     let allowed = origin
         .as_ref()
-        .filter(|o| origin_allowed(&shared.config.allowed_origins, o));
+        .filter(|o| cors::origin_allowed(&shared.config.allowed_origins, o));
     let mut response = if request.method() == Method::OPTIONS {
-        preflight(request.headers(), allowed.is_some())
+        let (parts, ()) = cors::preflight_head(request.headers(), allowed.is_some()).into_parts();
+        Response::from_parts(parts, full(Bytes::new()))
     } else {
         route(request, shared, peer).await
     };
     if let Some(origin) = allowed {
-        cors(response.headers_mut(), origin);
+        cors::cors(response.headers_mut(), origin);
     }
     response
 }
@@ -360,60 +387,4 @@ fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response
-}
-
-fn origin_allowed(allowed: &[String], origin: &HeaderValue) -> bool {
-    allowed
-        .iter()
-        .any(|a| a == "*" || a.as_bytes() == origin.as_bytes())
-}
-
-/// What browsers may send and read cross-origin: the gRPC-Web and Connect headers.
-const ALLOW_HEADERS: &str = "content-type, x-grpc-web, x-user-agent, grpc-timeout, \
-    connect-protocol-version, connect-timeout-ms, connect-content-encoding, \
-    connect-accept-encoding, content-encoding, accept-encoding, authorization";
-const EXPOSE_HEADERS: &str = "grpc-status, grpc-message, grpc-status-details-bin, \
-    content-encoding, connect-content-encoding";
-
-fn preflight(headers: &HeaderMap, allowed: bool) -> Response<Body> {
-    if !allowed {
-        return plain(StatusCode::FORBIDDEN, "origin not allowed\n");
-    }
-    let mut response = Response::new(full(Bytes::new()));
-    *response.status_mut() = StatusCode::NO_CONTENT;
-    let out = response.headers_mut();
-    out.insert(
-        header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("POST, GET"),
-    );
-    // The metadata a page sends is its own choice: allow what it asks for, plus ours.
-    let asked = headers
-        .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| format!("{ALLOW_HEADERS}, {v}"))
-        .and_then(|v| HeaderValue::from_str(&v).ok())
-        .unwrap_or(HeaderValue::from_static(ALLOW_HEADERS));
-    out.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, asked);
-    out.insert(
-        header::ACCESS_CONTROL_MAX_AGE,
-        HeaderValue::from_static("7200"),
-    );
-    response
-}
-
-fn cors(headers: &mut HeaderMap, origin: &HeaderValue) {
-    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
-    headers.insert(header::VARY, HeaderValue::from_static("origin"));
-    // Response metadata is readable too: every header this response carries.
-    let mut expose = EXPOSE_HEADERS.to_owned();
-    for name in headers.keys() {
-        let name = name.as_str();
-        if !expose.contains(name) && !name.starts_with("access-control-") {
-            expose.push_str(", ");
-            expose.push_str(name);
-        }
-    }
-    if let Ok(value) = HeaderValue::from_str(&expose) {
-        headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, value);
-    }
 }

@@ -34,6 +34,7 @@ use crate::grpc::{
     server::{
         call::{self, Limits},
         config::{ServerConfig, Transport},
+        cors::{self, Site},
         head,
         route::Router,
         web::{Protocol, Web},
@@ -51,6 +52,8 @@ pub(crate) struct Shared {
     budget: Option<Arc<ServerBudget>>,
     /// gRPC-Web and Connect on the same streams, when configured.
     web: Option<Arc<Web>>,
+    /// The browser listener's files and CORS, when this serves browsers over HTTP/2.
+    site: Option<Arc<Site>>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     builder: h2::server::Builder,
 }
@@ -98,9 +101,16 @@ impl Shared {
             router,
             budget,
             web,
+            site: None,
             tls,
             builder,
         }
+    }
+
+    /// Serves `site` (files, CORS) beside the calls: the browser listener over HTTP/2.
+    pub(crate) fn with_site(mut self, site: Site) -> Self {
+        self.site = Some(Arc::new(site));
+        self
     }
 }
 
@@ -191,8 +201,12 @@ where
     Ok(())
 }
 
-async fn serve_h2<IO>(io: IO, peer: Arc<Peer>, shared: &Shared, mut stop: watch::Receiver<bool>)
-where
+pub(crate) async fn serve_h2<IO>(
+    io: IO,
+    peer: Arc<Peer>,
+    shared: &Shared,
+    mut stop: watch::Receiver<bool>,
+) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let config = &shared.config;
@@ -315,8 +329,14 @@ where
                     let (parts, body) = request.into_parts();
                     if let Some(web) = shared.web.as_ref().filter(|_| Protocol::maybe(&parts)) {
                         if let Some(protocol) = Protocol::of(&parts) {
-                            let call = web_h2::serve(web.clone(), protocol, parts, body, respond, peer.clone(), budget.clone());
+                            let origin = shared.site.as_ref().and_then(|site| site.allowed(&parts.headers).cloned());
+                            let call = web_h2::serve(web.clone(), protocol, parts, body, respond, peer.clone(), budget.clone(), origin);
                             calls.spawn(call);
+                            continue;
+                        }
+                    }
+                    if let Some(site) = &shared.site {
+                        if answer_site(site, &parts, &mut respond) {
                             continue;
                         }
                     }
@@ -451,4 +471,45 @@ fn jitter(d: Duration, peer: &Peer) -> Duration {
     std::time::SystemTime::now().hash(&mut hasher);
     let unit = (hasher.finish() % 2001) as f64 / 1000.0 - 1.0; // [-1, 1]
     d.mul_f64(1.0 + 0.1 * unit)
+}
+
+/// Answers what a browser site serves beside calls on HTTP/2: CORS preflights and files.
+/// Returns false for anything else (a gRPC call, or an error for `head::check`).
+fn answer_site(
+    site: &Site,
+    parts: &http::request::Parts,
+    respond: &mut h2::server::SendResponse<Bytes>,
+) -> bool {
+    use http::{header, HeaderValue, Method};
+    if parts.method == Method::OPTIONS {
+        let response = cors::preflight_head(&parts.headers, site.allowed(&parts.headers).is_some());
+        let _ = respond.send_response(response, true);
+        return true;
+    }
+    if parts.method != Method::GET && parts.method != Method::HEAD {
+        return false;
+    }
+    let Some(file) = site.file(parts.uri.path()) else {
+        let mut response = http::Response::new(());
+        *response.status_mut() = http::StatusCode::NOT_FOUND;
+        let _ = respond.send_response(response, true);
+        return true;
+    };
+    let mut response = http::Response::new(());
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(file.content_type),
+    );
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    if parts.method == Method::HEAD {
+        let _ = respond.send_response(response, true);
+        return true;
+    }
+    if let Ok(mut send) = respond.send_response(response, false) {
+        // Small files: h2 buffers what the window does not take yet.
+        let _ = send.send_data(file.body.clone(), true);
+    }
+    true
 }

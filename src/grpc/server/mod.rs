@@ -13,6 +13,7 @@ mod browser;
 mod call;
 mod config;
 mod conn;
+mod cors;
 mod head;
 mod listen;
 mod route;

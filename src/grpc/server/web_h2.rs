@@ -12,7 +12,10 @@ use http::request::Parts;
 use crate::grpc::{
     budget::{ConnBudget, StreamCharge},
     request::Peer,
-    server::web::{self, Protocol, Web},
+    server::{
+        cors,
+        web::{self, Protocol, Web},
+    },
     status::Status,
 };
 
@@ -25,6 +28,7 @@ pub(crate) async fn serve(
     mut respond: SendResponse<Bytes>,
     peer: Arc<Peer>,
     budget: Option<Arc<ConnBudget>>,
+    origin: Option<http::HeaderValue>,
 ) {
     // Text mode inflates by 4/3 and JSON by more; the message is checked once decoded.
     let bound = web
@@ -85,7 +89,10 @@ pub(crate) async fn serve(
         Some(status) => web::refuse(protocol, head.uri.path(), status),
         None => web::serve(&web, protocol, head, all.freeze(), peer).await,
     };
-    let (parts, ()) = reply.head.into_parts();
+    let (mut parts, ()) = reply.head.into_parts();
+    if let Some(origin) = &origin {
+        cors::cors(&mut parts.headers, origin);
+    }
     let Ok(mut send) = respond.send_response(http::Response::from_parts(parts, ()), false) else {
         return;
     };
