@@ -330,7 +330,7 @@ pub(crate) async fn serve_h2<IO>(
                     if let Some(web) = shared.web.as_ref().filter(|_| Protocol::maybe(&parts)) {
                         if let Some(protocol) = Protocol::of(&parts) {
                             let origin = shared.site.as_ref().and_then(|site| site.allowed(&parts.headers).cloned());
-                            let call = web_h2::serve(web.clone(), protocol, parts, body, respond, peer.clone(), budget.clone(), origin);
+                            let call = web_h2::serve(web.clone(), protocol, parts, (body, respond), peer.clone(), budget.clone(), origin);
                             calls.spawn(call);
                             continue;
                         }
