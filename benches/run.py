@@ -59,6 +59,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 SERVER_CPU = "0"
 LOAD_CPU = "1"
 
+WEB_ADDR = {}  # main address -> the --web listener's, for satellite-web
 BASELINE = {}  # "satellite" / "loadgen": an earlier commit's binaries (--baseline, --baseline-loadgen)
 STARTED = []  # every server process we started, to stop on any exit
 COMMANDS = {}  # scenario -> example command lines, for BENCHMARKS.md
@@ -259,6 +260,11 @@ def server_argv(name, addr, certs, scale=1, img_bytes=1, go_bin=None):
         return [BASELINE["satellite"], "serve"] + common
     if name == "tonic":
         return [os.path.join(PEER_BIN, "tonic_server")] + common
+    if name == "satellite-web":
+        # The browser listener beside the main port; its address is WEB_ADDR[addr].
+        return [SATELLITE, "serve"] + common + ["--web", WEB_ADDR[addr], "--web-plaintext"]
+    if name == "tonic-web":
+        return [os.path.join(PEER_BIN, "tonic_server"), "--web"] + common
     if name == "floor":
         return [os.path.join(PEER_BIN, "floor_server")] + common
     if name == "go":
@@ -565,6 +571,96 @@ def scen_client(a, tmp):
                 srv.stop()
 
 
+def h2load_web(url, body_file, extra, headers, h1):
+    cmd = ["taskset", "-c", LOAD_CPU, "h2load", "-t", "1"] + (["--h1"] if h1 else []) + extra
+    for h in headers:
+        cmd += ["-H", h]
+    cmd += ["-d", body_file, url]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    return cmd, p.stdout + p.stderr
+
+
+def scen_web(a, tmp):
+    """Issue 13: gRPC-Web (both servers) and Connect (ours only: tonic has none) over HTTP/1.1
+    (h2load --h1, our --web listener) and HTTP/2 (the main port), against tonic_server with
+    tonic-web on the same load."""
+    c, m = a.conc
+    w, h = world_size()
+    scale = 8
+    loc_framed = os.path.join(tmp, "location.bin")
+    loc_bare = os.path.join(tmp, "location-bare.bin")
+    with open(loc_bare, "wb") as f:
+        f.write(location(1, 2))
+    area_body = os.path.join(tmp, "area.bin")
+    with open(area_body, "wb") as f:
+        f.write(framed(area((0, 0), (w * scale - 1, h * scale - 1))))
+    grpc_web = ["content-type: application/grpc-web+proto", "x-grpc-web: 1"]
+    connect = ["content-type: application/proto", "connect-protocol-version: 1"]
+    cases = [
+        # (scenario, title, servers, headers, body, h1, connections x in flight)
+        ("web_unary_h1", "gRPC-Web unary, HTTP/1.1, h2load --h1 -c 16", ("satellite", "tonic"), grpc_web, loc_framed, True, (c, 1)),
+        ("web_unary_h2", f"gRPC-Web unary, HTTP/2, h2load -c {c} -m {m}", ("satellite", "tonic"), grpc_web, loc_framed, False, (c, m)),
+        ("connect_unary_h1", "Connect unary (binary), HTTP/1.1, h2load --h1 -c 16", ("satellite",), connect, loc_bare, True, (c, 1)),
+        ("connect_unary_h2", f"Connect unary (binary), HTTP/2, h2load -c {c} -m {m}", ("satellite",), connect, loc_bare, False, (c, m)),
+    ]
+    for img in (1, 1024):
+        per_stream, cells = expected_stream_bytes(scale, img)
+        n = a.stream_rounds_small if img == 1 else a.stream_rounds_large
+        for h1 in (True, False):
+            wire = "HTTP/1.1" if h1 else "HTTP/2"
+            cases.append((f"web_stream_{img}_{'h1' if h1 else 'h2'}", f"gRPC-Web GetImages whole map x{scale}, {img} B images, one stream, {wire}",
+                          ("satellite", "tonic"), grpc_web, area_body, h1, (1, 1), img, n, per_stream, cells))
+    for case in cases:
+        scenario, title, names, headers, body, h1, (cc, mm) = case[:7]
+        stream = len(case) > 7
+        img = case[7] if stream else 1
+        for r in range(a.runs):
+            for name in names:
+                addr = f"127.0.0.1:{free_port()}"
+                WEB_ADDR[addr] = f"127.0.0.1:{free_port()}"
+                server = "satellite-web" if name == "satellite" else "tonic-web"
+                srv = Server(name, server_argv(server, addr, None, scale if stream else 1, img), addr)
+                try:
+                    target = WEB_ADDR[addr] if (h1 and name == "satellite") else addr
+                    path = "GetImages" if stream else "GetImage"
+                    url = f"http://{target}/satellite.Satellite/{path}"
+                    cpu0 = srv.cpu_us()
+                    if stream:
+                        n, per_stream, cells = case[8], case[9], case[10]
+                        cmd, out = h2load_web(url, body, ["-n", str(n), "-c", "1", "-m", "1"], headers, h1)
+                    else:
+                        sampler = CpuSampler(srv, a.warmup)
+                        cmd, out = h2load_web(url, body, ["-D", str(a.duration), "--warm-up-time", str(a.warmup), "-c", str(cc), "-m", str(mm)], headers, h1)
+                    note_cmd(scenario, cmd, target)
+                    res = parse_h2load(out)
+                    if "secs" not in res:
+                        raise RuntimeError(f"h2load output not understood against {name}:\n{out[-1500:]}")
+                    bad = res.get("failed", 0) + res.get("errored", 0)
+                    if bad:
+                        NOTES.append(f"{title}: {name} run {r + 1}: {bad} failed/errored of {res.get('done')}")
+                    if stream:
+                        cpu = srv.cpu_us() - cpu0
+                        got = res.get("data_bytes") or 0
+                        # The trailers frame differs between servers; every image must be there.
+                        if got < per_stream * n or res.get("succeeded") != n:
+                            NOTES.append(f"{title}: {name} run {r + 1}: {got} DATA bytes in {res.get('succeeded')}/{n} streams, expected at least {per_stream * n}")
+                        secs = res["secs"]
+                        images = cells * n
+                        record(scenario, "images", name, images / secs / 1e6, f"{title}: images/s", "M/s", True)
+                        record(scenario, "mbps", name, got / secs / 1e6, f"{title}: MB/s", "MB/s", True)
+                        record(scenario, "cpu", name, cpu * 1000 / images, f"{title}: server CPU per image", "ns", False)
+                        log(f"  {title} [{name}] run {r + 1}: {images / secs / 1e6:.2f} M images/s")
+                    else:
+                        cpu = sampler.finish()
+                        record(scenario, "calls", name, res["req_per_s"], f"{title}: calls/s", "calls/s", True)
+                        calls = res["req_per_s"] * a.duration
+                        if calls:
+                            record(scenario, "cpu", name, cpu / calls, f"{title}: server CPU per call", "us", False)
+                        log(f"  {title} [{name}] run {r + 1}: {res['req_per_s']:.0f} calls/s")
+                finally:
+                    srv.stop()
+
+
 def scen_balance(a, tmp):
     """Issue 12: each client over round_robin (ours) or balance_list (tonic's) to two
     tonic_servers, against the same client on one of them; same connections and calls."""
@@ -788,7 +884,7 @@ def main():
     p.add_argument("--warmup", type=float, help="warm-up seconds (default 2; quick 1)")
     p.add_argument("--conc", default="16x32", help="unary connections x in-flight per connection (default 16x32)")
     p.add_argument("--idle-conns", type=int, help="idle mTLS connections held (default 10000; quick 1000)")
-    p.add_argument("--only", help="comma-separated scenarios: unary,latency,stream,mtls,mtlsstream,idle,client,balance")
+    p.add_argument("--only", help="comma-separated scenarios: unary,latency,stream,mtls,mtlsstream,idle,client,balance,web")
     p.add_argument("--servers", default="satellite,tonic,floor,go", help="servers to compare, in the alternating order")
     p.add_argument("--skip-build", action="store_true", help="use the binaries already built")
     p.add_argument("--out", default=os.path.join(ROOT, "BENCHMARKS.md"), help="markdown report path ('-' for none)")
@@ -803,7 +899,7 @@ def main():
     a.stream_rounds_large = 1 if a.quick else 3
     a.idle_conns = a.idle_conns or (1000 if a.quick else 10_000)
     a.conc = tuple(int(x) for x in a.conc.split("x"))
-    only = set((a.only or "unary,latency,stream,mtls,mtlsstream,idle,client,balance").split(","))
+    only = set((a.only or "unary,latency,stream,mtls,mtlsstream,idle,client,balance,web").split(","))
     # Enough file descriptors for the held connections (inherited by servers and load).
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY or hard >= 65536:
@@ -864,6 +960,9 @@ def main():
         if "balance" in only:
             log("== client over two servers (round_robin vs balance_list)")
             scen_balance(a, tmp)
+        if "web" in only:
+            log("== gRPC-Web and Connect (h2load, HTTP/1.1 and HTTP/2) vs tonic-web")
+            scen_web(a, tmp)
     finally:
         stop_all()
         shutil.rmtree(tmp, ignore_errors=True)

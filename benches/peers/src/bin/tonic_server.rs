@@ -30,6 +30,10 @@ struct Args {
     scale: u32,
     #[arg(long, default_value_t = 1)]
     img_bytes: usize,
+    /// Also answer gRPC-Web, over HTTP/1.1 and HTTP/2 (tonic-web's layer, as a tonic user
+    /// would add it).
+    #[arg(long)]
+    web: bool,
 }
 
 struct Svc {
@@ -110,11 +114,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listener = tokio::net::TcpListener::bind(args.addr).await?;
     eprintln!("tonic_server listening on {}", listener.local_addr()?);
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    server
-        .add_service(SatelliteServer::new(svc))
-        .serve_with_incoming_shutdown(incoming, async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    let stop = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    if args.web {
+        server
+            .accept_http1(true)
+            .layer(tonic_web::GrpcWebLayer::new())
+            .add_service(SatelliteServer::new(svc))
+            .serve_with_incoming_shutdown(incoming, stop)
+            .await?;
+    } else {
+        server
+            .add_service(SatelliteServer::new(svc))
+            .serve_with_incoming_shutdown(incoming, stop)
+            .await?;
+    }
     Ok(())
 }
