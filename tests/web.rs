@@ -9,6 +9,8 @@ use std::{
     time::Duration,
 };
 
+mod common;
+
 use base64::{engine::general_purpose::STANDARD, Engine as _};
 use satellite::{
     app::{
@@ -479,4 +481,114 @@ async fn cors_allows_configured_origins_only() {
     })
     .await
     .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_http2_a_peer_with_hundreds_of_unread_streams_does_not_stall_others() {
+    use satellite::grpc::tls::{browser_server_config, client_config, Identity, Roots};
+    let pki = common::pki();
+    let identity =
+        Identity::from_pem(pki.server_cert.as_bytes(), pki.server_key.as_bytes()).unwrap();
+    let roots = Roots::from_pem(pki.ca_cert.as_bytes()).unwrap();
+    // 1 KiB images: each whole-map stream is 2.6 MB, far past what an unread window holds.
+    let options = ServiceOptions {
+        send_delay: Duration::ZERO,
+        img_bytes: 1024,
+    };
+    let service = MapService::new(Map::world(), &options);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config = BrowserConfig {
+        tls: Some(browser_server_config(&identity, Some(&roots)).unwrap()),
+        files: page::files(80, 32),
+        descriptor_set: Some(FILE_DESCRIPTOR_SET),
+        ..BrowserConfig::default()
+    };
+    tokio::spawn(grpc::run_browser(
+        listener,
+        config,
+        service.router(),
+        std::future::pending(),
+    ));
+
+    let connect = |alpn_h2: bool| {
+        let roots = roots.clone();
+        async move {
+            let mut config = (*client_config(&roots, None).unwrap()).clone();
+            if !alpn_h2 {
+                config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            }
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+            tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+                .connect(name, tcp)
+                .await
+                .unwrap()
+        }
+    };
+    let request = |path: &str, body: Vec<u8>| {
+        let request = http::Request::builder()
+            .method("POST")
+            .uri(format!("https://localhost{path}"))
+            .header("content-type", "application/grpc-web+proto")
+            .body(())
+            .unwrap();
+        (request, bytes::Bytes::from(body))
+    };
+    let area = framed(&[0x0a, 0x00, 0x12, 0x04, 0x08, 79, 0x10, 31]);
+    // The hostile peer: as many streams as the server allows, none ever read.
+    let (mut hostile, conn) = h2::client::handshake(connect(true).await).await.unwrap();
+    tokio::spawn(conn);
+    let mut held = Vec::new();
+    for _ in 0..300 {
+        let ready = tokio::time::timeout(Duration::from_secs(1), hostile.clone().ready()).await;
+        let Ok(Ok(mut send)) = ready else { break };
+        let (req, body) = request(GET_IMAGES, area.clone());
+        let (response, mut stream) = send.send_request(req, false).unwrap();
+        stream.send_data(body, true).unwrap();
+        held.push(response);
+        hostile = send;
+    }
+    assert!(held.len() >= 100, "{} streams opened", held.len());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // A good client on its own connection, over HTTP/2 and over HTTP/1.1, answered at once.
+    let started = std::time::Instant::now();
+    let (good, conn) = h2::client::handshake(connect(true).await).await.unwrap();
+    tokio::spawn(conn);
+    let mut good = good.ready().await.unwrap();
+    let (req, body) = request(GET_IMAGE, framed(&[0x08, 7, 0x10, 8]));
+    let (response, mut stream) = good.send_request(req, false).unwrap();
+    stream.send_data(body, true).unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(5), response)
+        .await
+        .expect("the good call waited behind the hostile streams")
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let mut all = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.unwrap();
+        let _ = body.flow_control().release_capacity(chunk.len());
+        all.extend_from_slice(&chunk);
+    }
+    let frames = envelopes(&all);
+    assert_eq!(frames[0].1[..4], [0x08, 7, 0x10, 8]);
+    let tls = connect(false).await;
+    let mut io = tls;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    io.write_all(b"POST /satellite.Satellite/GetImage HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: 16\r\n\r\n{\"x\": 1, \"y\": 2}").await.unwrap();
+    let mut out = Vec::new();
+    let _ = io.read_to_end(&mut out).await;
+    assert!(
+        out.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(held);
 }
