@@ -592,3 +592,84 @@ async fn over_http2_a_peer_with_hundreds_of_unread_streams_does_not_stall_others
     );
     drop(held);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressed_requests_and_oversized_headers() {
+    use std::io::Write as _;
+    let addr = start(Duration::ZERO).await;
+    tokio::task::spawn_blocking(move || {
+        let gzip = |data: &[u8]| {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(data).unwrap();
+            e.finish().unwrap()
+        };
+        // Connect unary: the whole body gzipped (Content-Encoding).
+        let body = gzip(br#"{"x": 10, "y": 20}"#);
+        let headers = [
+            ("content-type", "application/json"),
+            ("content-encoding", "gzip"),
+        ];
+        let r = http(addr, "POST", GET_IMAGE, &headers, &body);
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(json(&r.body)["x"], 10);
+        // gRPC-Web: a compressed frame (flag 1) under grpc-encoding.
+        let payload = gzip(&[0x08, 3, 0x10, 4]);
+        let mut frame = vec![1];
+        frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        frame.extend_from_slice(&payload);
+        let headers = [
+            ("content-type", "application/grpc-web+proto"),
+            ("grpc-encoding", "gzip"),
+        ];
+        let r = http(addr, "POST", GET_IMAGE, &headers, &frame);
+        let frames = envelopes(&r.body);
+        assert_eq!(frames[0].1[..4], [0x08, 3, 0x10, 4]);
+        // An encoding we lack is refused by name.
+        let headers = [
+            ("content-type", "application/json"),
+            ("content-encoding", "br"),
+        ];
+        let r = http(addr, "POST", GET_IMAGE, &headers, b"{}");
+        assert_eq!(json(&r.body)["code"], "unimplemented");
+        // A gzip bomb is cut at the message limit.
+        let bomb = gzip(&vec![b' '; 64 * 1024 * 1024]);
+        let headers = [
+            ("content-type", "application/json"),
+            ("content-encoding", "gzip"),
+        ];
+        let r = http(addr, "POST", GET_IMAGE, &headers, &bomb);
+        assert_eq!(json(&r.body)["code"], "resource_exhausted");
+
+        // 100 KiB of headers: refused (431) or the connection closed, never buffered on.
+        let big = "v".repeat(100 * 1024);
+        let headers = [
+            ("content-type", "application/json"),
+            ("x-big", big.as_str()),
+        ];
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut head = format!("POST {GET_IMAGE} HTTP/1.1\r\nhost: x\r\n");
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        head.push_str("content-length: 2\r\n\r\n{}");
+        let _ = stream.write_all(head.as_bytes());
+        let mut out = Vec::new();
+        let _ = stream.read_to_end(&mut out);
+        let text = String::from_utf8_lossy(&out);
+        assert!(out.is_empty() || text.starts_with("HTTP/1.1 431"), "{text}");
+        // And a good call beside it.
+        let r = http(
+            addr,
+            "POST",
+            GET_IMAGE,
+            &[("content-type", "application/json")],
+            br#"{"x": 1}"#,
+        );
+        assert_eq!(r.status, 200);
+    })
+    .await
+    .unwrap();
+}

@@ -61,7 +61,11 @@ try {
     const at = (x, y) => [box.x + ((x + MARGIN) * CELL + 5) * (box.width / ((W + 2 * MARGIN) * CELL)),
       box.y + ((H - 1 - y + MARGIN) * CELL + 5) * (box.height / ((H + 2 * MARGIN) * CELL))];
     const [cx, cy] = at(20, 25);
+    const sent = page.waitForRequest((r) => r.url().includes("/satellite.Satellite/GetImage") && !r.url().includes("GetImages"));
     await page.mouse.click(cx, cy);
+    const how = (await sent).method();
+    // GetImage is marked side-effect free, so the Connect transports call it with GET.
+    check(how === (protocol === "grpc-web" ? "POST" : "GET"), `${protocol}: GetImage went as ${how}`);
     const want = JSON.stringify(String.fromCharCode(cell(20, 25)));
     await page.waitForFunction((w) => document.getElementById("result").textContent.endsWith(w), want);
     check(true, `${protocol}: click (20, 25) shows GetImage = ${want}`);
@@ -69,6 +73,16 @@ try {
     await page.mouse.click(ox, oy);
     await page.waitForFunction(() => window.satellite.lastCode === "OUT_OF_RANGE");
     check(true, `${protocol}: an off-map click shows OUT_OF_RANGE`);
+    // A drag streams that area: the page clears nothing, so count the stream and its cells.
+    const before = await page.evaluate(() => window.satellite.streams);
+    const [ax, ay] = at(10, 5), [bx, by] = at(14, 8);
+    await page.mouse.move(ax, ay);
+    await page.mouse.down();
+    await page.mouse.move(bx, by);
+    await page.mouse.up();
+    await page.waitForFunction((n) => window.satellite.streams > n, before);
+    const last = await page.evaluate(() => window.satellite.lastMessage);
+    check(last === "20 cells", `${protocol}: a drag from (10, 5) to (14, 8) streams that area (${last})`);
     if (protocol === "connect-json" && wire === "http/1.1") {
       await page.screenshot({ path: join(ROOT, "web", "screenshot.png") });
     }

@@ -259,7 +259,22 @@ where
     }
 }
 
+/// The request header list a browser call may carry, as for gRPC (C-core's 16 KiB).
+const MAX_HEADER_LIST: usize = 16 * 1024;
+
 async fn answer(request: Request<Incoming>, shared: &Shared, peer: Arc<Peer>) -> Response<Body> {
+    // hyper bounds what it buffers for a head; past the gRPC limit the call is refused too.
+    let header_bytes: usize = request
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 32)
+        .sum();
+    if header_bytes > MAX_HEADER_LIST {
+        return plain(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "request headers larger than 16 KiB\n",
+        );
+    }
     let origin = request.headers().get(header::ORIGIN).cloned();
     let allowed = origin
         .as_ref()

@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file satellite.proto.
  */
 export const file_satellite: GenFile = /*@__PURE__*/
-  fileDesc("Cg9zYXRlbGxpdGUucHJvdG8SCXNhdGVsbGl0ZSIgCghMb2NhdGlvbhIJCgF4GAEgASgFEgkKAXkYAiABKAUiSAoEQXJlYRIfCgJsbBgBIAEoCzITLnNhdGVsbGl0ZS5Mb2NhdGlvbhIfCgJ1chgCIAEoCzITLnNhdGVsbGl0ZS5Mb2NhdGlvbiIqCgVJbWFnZRIJCgF4GAEgASgFEgkKAXkYAiABKAUSCwoDaW1nGAMgASgMMnQKCVNhdGVsbGl0ZRIzCghHZXRJbWFnZRITLnNhdGVsbGl0ZS5Mb2NhdGlvbhoQLnNhdGVsbGl0ZS5JbWFnZSIAEjIKCUdldEltYWdlcxIPLnNhdGVsbGl0ZS5BcmVhGhAuc2F0ZWxsaXRlLkltYWdlIgAwAWIGcHJvdG8z");
+  fileDesc("Cg9zYXRlbGxpdGUucHJvdG8SCXNhdGVsbGl0ZSIgCghMb2NhdGlvbhIJCgF4GAEgASgFEgkKAXkYAiABKAUiSAoEQXJlYRIfCgJsbBgBIAEoCzITLnNhdGVsbGl0ZS5Mb2NhdGlvbhIfCgJ1chgCIAEoCzITLnNhdGVsbGl0ZS5Mb2NhdGlvbiIqCgVJbWFnZRIJCgF4GAEgASgFEgkKAXkYAiABKAUSCwoDaW1nGAMgASgMMncKCVNhdGVsbGl0ZRI2CghHZXRJbWFnZRITLnNhdGVsbGl0ZS5Mb2NhdGlvbhoQLnNhdGVsbGl0ZS5JbWFnZSIDkAIBEjIKCUdldEltYWdlcxIPLnNhdGVsbGl0ZS5BcmVhGhAuc2F0ZWxsaXRlLkltYWdlIgAwAWIGcHJvdG8z");
 
 /**
  * @generated from message satellite.Location
@@ -88,6 +88,8 @@ export const ImageSchema: GenMessage<Image> = /*@__PURE__*/
  */
 export const Satellite: GenService<{
   /**
+   * Side-effect free: Connect clients may call it with GET (cacheable).
+   *
    * @generated from rpc satellite.Satellite.GetImage
    */
   getImage: {
