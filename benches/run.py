@@ -596,6 +596,7 @@ def scen_web(a, tmp):
         f.write(framed(area((0, 0), (w * scale - 1, h * scale - 1))))
     grpc_web = ["content-type: application/grpc-web+proto", "x-grpc-web: 1"]
     connect = ["content-type: application/proto", "connect-protocol-version: 1"]
+    connect_stream = ["content-type: application/connect+proto", "connect-protocol-version: 1"]
     cases = [
         # (scenario, title, servers, headers, body, h1, connections x in flight)
         ("web_unary_h1", "gRPC-Web unary, HTTP/1.1, h2load --h1 -c 16", ("satellite", "tonic"), grpc_web, loc_framed, True, (c, 1)),
@@ -610,6 +611,8 @@ def scen_web(a, tmp):
             wire = "HTTP/1.1" if h1 else "HTTP/2"
             cases.append((f"web_stream_{img}_{'h1' if h1 else 'h2'}", f"gRPC-Web GetImages whole map x{scale}, {img} B images, one stream, {wire}",
                           ("satellite", "tonic"), grpc_web, area_body, h1, (1, 1), img, n, per_stream, cells))
+            cases.append((f"connect_stream_{img}_{'h1' if h1 else 'h2'}", f"Connect GetImages whole map x{scale}, {img} B images, one stream, {wire}",
+                          ("satellite",), connect_stream, area_body, h1, (1, 1), img, n, per_stream, cells))
     for case in cases:
         scenario, title, names, headers, body, h1, (cc, mm) = case[:7]
         stream = len(case) > 7
