@@ -673,3 +673,70 @@ async fn compressed_requests_and_oversized_headers() {
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_are_compressed_when_the_handler_asks_and_the_client_accepts() {
+    use satellite::grpc::{Encoding, Method, Request, Response, Router, Unary};
+    use std::io::Read as _;
+    const ZIP: Method<common::EchoRequest, common::EchoReply, Unary> =
+        Method::unary("/test.Zip/Zip");
+    let router = Router::new().unary(&ZIP, |_: Request<common::EchoRequest>| async {
+        let mut reply = Response::new(common::EchoReply {
+            payload: vec![b'z'; 10_000],
+            ..Default::default()
+        });
+        reply.set_compression(Some(Encoding::Gzip));
+        Ok::<_, Status>(reply)
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(grpc::run_browser(
+        listener,
+        BrowserConfig::default(),
+        router,
+        std::future::pending(),
+    ));
+    tokio::task::spawn_blocking(move || {
+        let inflate = |data: &[u8]| {
+            let mut out = Vec::new();
+            flate2::read::GzDecoder::new(data)
+                .read_to_end(&mut out)
+                .unwrap();
+            out
+        };
+        let web = [
+            ("content-type", "application/grpc-web+proto"),
+            ("grpc-accept-encoding", "gzip"),
+        ];
+        let r = http(addr, "POST", "/test.Zip/Zip", &web, &framed(&[]));
+        assert_eq!(r.header("grpc-encoding"), Some("gzip"));
+        let frames = envelopes(&r.body);
+        assert_eq!(frames[0].0, 1, "the compressed flag");
+        assert!(frames[0].1.len() < 1000, "{} bytes", frames[0].1.len());
+        assert_eq!(inflate(&frames[0].1).len(), 10_003, "tag, length, payload");
+        // Not accepted: identity.
+        let plain = [("content-type", "application/grpc-web+proto")];
+        let r = http(addr, "POST", "/test.Zip/Zip", &plain, &framed(&[]));
+        assert_eq!(r.header("grpc-encoding"), None);
+        assert_eq!(envelopes(&r.body)[0].0, 0);
+        // Connect unary: the whole body, as Content-Encoding.
+        let connect = [
+            ("content-type", "application/proto"),
+            ("accept-encoding", "gzip"),
+        ];
+        let r = http(addr, "POST", "/test.Zip/Zip", &connect, b"");
+        assert_eq!(r.header("content-encoding"), Some("gzip"));
+        assert_eq!(inflate(&r.body).len(), 10_003, "tag, length, payload");
+        // Connect streaming: envelopes flagged 0x01, Connect-Content-Encoding.
+        let stream = [
+            ("content-type", "application/connect+proto"),
+            ("connect-accept-encoding", "gzip"),
+        ];
+        let r = http(addr, "POST", "/test.Zip/Zip", &stream, &framed(&[]));
+        assert_eq!(r.header("connect-content-encoding"), Some("gzip"));
+        let frames = envelopes(&r.body);
+        assert_eq!((frames[0].0, frames[1].0), (1, 2));
+    })
+    .await
+    .unwrap();
+}

@@ -114,6 +114,24 @@ impl Protocol {
         )
     }
 
+    /// The header in which a client lists the response encodings it can decode.
+    fn accept_header(self) -> &'static str {
+        match self {
+            Self::GrpcWeb { .. } => "grpc-accept-encoding",
+            Self::ConnectUnary { .. } => "accept-encoding",
+            Self::ConnectStream { .. } => "connect-accept-encoding",
+        }
+    }
+
+    /// The header that names the response messages' encoding.
+    fn encoding_header(self) -> &'static str {
+        match self {
+            Self::GrpcWeb { .. } => "grpc-encoding",
+            Self::ConnectUnary { .. } => "content-encoding",
+            Self::ConnectStream { .. } => "connect-content-encoding",
+        }
+    }
+
     fn content_type(self) -> &'static str {
         match self {
             Self::GrpcWeb { text: false } => "application/grpc-web+proto",
@@ -225,22 +243,37 @@ pub(crate) async fn serve(
         Ok(reply) => reply,
         Err(status) => return call.fail(status, &response_metadata),
     };
+    // The response encoding: the handler's choice, if the client listed it, as for gRPC.
+    // JSON is re-encoded message by message here, so it goes uncompressed.
+    let compression = reply.compression().filter(|_| types.is_none()).filter(|e| {
+        head.headers
+            .get(protocol.accept_header())
+            .is_some_and(|a| e.is_accepted_by(a.as_bytes()))
+    });
     let (source, metadata, trailers) = reply.into_parts();
     let mut headers = response_metadata;
     headers.extend(metadata);
     let output = types.map(|t| t.output);
     let frames = Frames {
         source,
-        encoder: Encoder::new(Side::Server, web.limits.max_send, None),
+        encoder: Encoder::new(Side::Server, web.limits.max_send, compression),
         sleep: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
         pending_end: None,
         done: false,
     };
     if let Protocol::ConnectUnary { .. } = protocol {
-        return call.unary(frames, output, &headers, &trailers).await;
+        return call
+            .unary(frames, output, &headers, &trailers, compression)
+            .await;
     }
     let mut response = http::Response::new(());
     let map = response.headers_mut();
+    if let Some(encoding) = compression {
+        map.insert(
+            protocol.encoding_header(),
+            HeaderValue::from_static(encoding.as_str()),
+        );
+    }
     map.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static(protocol.content_type()),
@@ -341,6 +374,7 @@ impl Call {
         output: Option<prost_reflect::MessageDescriptor>,
         headers: &Metadata,
         trailers: &Metadata,
+        compression: Option<Encoding>,
     ) -> WebReply {
         let mut all = BytesMut::new();
         let end = loop {
@@ -364,6 +398,13 @@ impl Call {
         let sent = (1, body.len() as u64);
         let mut response = http::Response::new(());
         let map = response.headers_mut();
+        // The bare message was compressed by the encoder: the body's encoding.
+        if let Some(encoding) = compression {
+            map.insert(
+                header::CONTENT_ENCODING,
+                HeaderValue::from_static(encoding.as_str()),
+            );
+        }
         map.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static(self.protocol.content_type()),
