@@ -12,9 +12,12 @@ use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::{body::Incoming, server::conn::http1, service::service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::{net::TcpListener, sync::Semaphore, task::JoinSet};
+use tokio::net::TcpListener;
 
-use crate::grpc::metrics::{Metrics, CONTENT_TYPE};
+use crate::grpc::{
+    metrics::{Metrics, CONTENT_TYPE},
+    server::listen::accept_loop,
+};
 
 /// Whether the server is healthy right now (`/healthz` answers 200, else 503).
 pub type Healthy = Arc<dyn Fn() -> bool + Send + Sync>;
@@ -33,51 +36,31 @@ pub async fn serve_admin(
     healthy: Healthy,
     shutdown: impl Future<Output = ()>,
 ) {
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let mut connections = JoinSet::new();
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let permit = tokio::select! {
-            biased;
-            () = &mut shutdown => break,
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-        };
-        let accepted = tokio::select! {
-            biased;
-            () = &mut shutdown => break,
-            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
-            accepted = listener.accept() => accepted,
-        };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                // Transient (EMFILE and friends): wait a little instead of spinning.
-                tracing::warn!(error = %e, "admin accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
+    let mut connections = accept_loop(
+        "admin",
+        MAX_CONNECTIONS,
+        || listener.accept(),
+        shutdown,
+        |(stream, peer): (tokio::net::TcpStream, std::net::SocketAddr)| {
+            let (metrics, healthy) = (metrics.clone(), healthy.clone());
+            async move {
+                let service = service_fn(move |request| {
+                    let response = answer(&request, &metrics, &healthy);
+                    async move { Ok::<_, Infallible>(response) }
+                });
+                let served = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT)
+                    .keep_alive(true)
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+                if let Err(e) = served {
+                    tracing::debug!(%peer, error = %e, "admin connection ended");
+                }
             }
-        };
-        let (metrics, healthy) = (metrics.clone(), healthy.clone());
-        connections.spawn(async move {
-            let service = service_fn(move |request| {
-                let response = answer(&request, &metrics, &healthy);
-                async move { Ok::<_, Infallible>(response) }
-            });
-            let served = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-            if let Err(e) = served {
-                tracing::debug!(%peer, error = %e, "admin connection ended");
-            }
-            drop(permit);
-        });
-    }
+        },
+    )
+    .await;
     connections.shutdown().await;
 }
 

@@ -589,39 +589,24 @@ impl Channel {
                 "the response ended with its headers and carries no grpc-status",
             )));
         }
+        // Trailers-Only with an error: the head is also the end of the call, and not yet a
+        // commitment (A6): a retryable code here may go again, unless the server pushes back.
+        if let Some(status) = status.as_ref().filter(|s| !s.is_ok()) {
+            let mut failed = Failed::retryable(status.clone());
+            failed.pushback = retry::pushback(&head.headers);
+            return Err(failed);
+        }
         let max = self.inner.endpoint.max_recv_message_size;
+        let metadata = Metadata::from_header_map(head.headers);
         let mut recv = match status {
-            // Trailers-Only: the head is also the end of the call, and not yet a commitment
-            // (A6): a retryable code here may go again, unless the server pushes back.
-            Some(status) if !status.is_ok() => {
-                let pushback = retry::pushback(&head.headers);
-                let mut failed = Failed::retryable(status);
-                failed.pushback = pushback;
-                return Err(failed);
-            }
-            Some(_) => {
-                let metadata = Metadata::from_header_map(head.headers);
-                let recv = RecvBody::trailers_only(body, metadata.clone());
-                return Ok((self.counted(recv, observer), metadata));
-            }
+            // Trailers-Only OK: no messages follow.
+            Some(_) => RecvBody::trailers_only(body, metadata.clone()),
             None => RecvBody::new(Side::Client, body, max, deadline, encoding),
         };
-        let metadata = Metadata::from_header_map(head.headers);
         if let Some(observer) = observer {
             recv.counts = Some(observer.received.clone());
         }
         Ok((Streaming::new(recv), metadata))
-    }
-
-    fn counted<T: prost::Message + Default>(
-        &self,
-        mut recv: RecvBody,
-        observer: Option<&Observer>,
-    ) -> Streaming<T> {
-        if let Some(observer) = observer {
-            recv.counts = Some(observer.received.clone());
-        }
-        Streaming::new(recv)
     }
 
     /// An attempt's stream failed before its head: refused or above a GOAWAY's last stream

@@ -261,19 +261,31 @@ impl Pool {
         self.changed.notify_waiters();
     }
 
-    /// Resolves now unless a resolution is running; rate limiting is the caller's.
+    /// Resolves now unless a resolution is running.
     fn resolve_now(&self) {
-        {
+        self.resolve_after(|_| Duration::ZERO);
+    }
+
+    /// Resolves once `wait(last resolution)` has passed, unless a resolution is already
+    /// running or due: one at a time, so every ask in between is served by it.
+    fn resolve_after(&self, wait: impl FnOnce(Option<Instant>) -> Duration) {
+        let wait = {
             let mut state = self.state.lock().expect("pool state");
             if state.resolving {
                 return;
             }
             state.resolving = true;
-        }
-        let Some(me) = self.me.upgrade() else { return };
+            wait(state.last_resolve)
+        };
+        let me = self.me.clone();
         tokio::spawn(async move {
-            let answer = me.resolver.resolve().await;
-            me.apply(answer);
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+            if let Some(me) = me.upgrade() {
+                let answer = me.resolver.resolve().await;
+                me.apply(answer);
+            }
         });
     }
 
@@ -337,37 +349,11 @@ impl Listener for Pool {
     /// Re-resolves at most once per `min_resolve_interval`: a flapping server must not turn
     /// into a DNS flood.
     fn resolve_again(&self) {
-        let wait = {
-            let state = self.state.lock().expect("pool state");
-            if state.resolving {
-                return;
-            }
-            state
-                .last_resolve
-                .map(|t| (t + self.min_resolve_interval).saturating_duration_since(Instant::now()))
-        };
-        match wait {
-            None | Some(Duration::ZERO) => self.resolve_now(),
-            Some(wait) => {
-                {
-                    let mut state = self.state.lock().expect("pool state");
-                    if state.resolving {
-                        return;
-                    }
-                    // Holds the slot until the timer fires, so one timer serves every ask.
-                    state.resolving = true;
-                }
-                let Some(me) = self.me.upgrade() else { return };
-                let weak = Arc::downgrade(&me);
-                drop(me);
-                tokio::spawn(async move {
-                    tokio::time::sleep(wait).await;
-                    if let Some(me) = weak.upgrade() {
-                        let answer = me.resolver.resolve().await;
-                        me.apply(answer);
-                    }
-                });
-            }
-        }
+        let interval = self.min_resolve_interval;
+        self.resolve_after(|last| {
+            last.map_or(Duration::ZERO, |t| {
+                (t + interval).saturating_duration_since(Instant::now())
+            })
+        });
     }
 }

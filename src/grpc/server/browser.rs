@@ -15,7 +15,6 @@ use tokio::{
     io::{AsyncRead, AsyncWrite},
     net::TcpListener,
     sync::{watch, Semaphore},
-    task::JoinSet,
 };
 
 use crate::grpc::{
@@ -27,6 +26,7 @@ use crate::grpc::{
         config::{ServerConfig, Transport},
         conn,
         cors::{self, Site},
+        listen,
         route::Router,
         web::{self, Protocol, Web},
     },
@@ -119,10 +119,7 @@ pub async fn run_browser(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
     let json = config.descriptor_set.map(JsonCodec::new).transpose()?;
-    let largest = config
-        .max_message_size
-        .saturating_mul(2)
-        .saturating_add(64 * 1024);
+    let largest = web::body_bound(config.max_message_size);
     if config.body_budget < largest {
         return Err(Error::config(format!(
             "body_budget ({}) must hold the largest request body ({largest} bytes)",
@@ -156,76 +153,59 @@ pub async fn run_browser(
         body_budget: Arc::new(Semaphore::new(config.body_budget)),
         config,
     });
-    let permits = Arc::new(Semaphore::new(shared.config.max_connections));
-    let mut connections = JoinSet::new();
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let permit = tokio::select! {
-            biased;
-            () = &mut shutdown => break,
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
-        let accepted = tokio::select! {
-            biased;
-            () = &mut shutdown => break,
-            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
-            accepted = listener.accept() => accepted,
-        };
-        let (socket, addr) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(error = %e, "browser accept failed; backing off");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let _ = socket.set_nodelay(true);
-        let shared = shared.clone();
-        let stop = stop_rx.clone();
-        connections.spawn(async move {
-            let mut peer = Peer {
-                addr: Some(addr),
-                ..Peer::default()
-            };
-            match &shared.tls {
-                None => serve_http1(socket, Arc::new(peer), &shared).await,
-                Some(acceptor) => {
-                    let handshake = tokio::time::timeout(
-                        shared.config.header_read_timeout,
-                        acceptor.accept(socket),
-                    );
-                    let stream = match handshake.await {
-                        Ok(Ok(stream)) => stream,
-                        Ok(Err(e)) => {
-                            tracing::info!(%addr, error = %e, "browser TLS handshake failed");
-                            return drop(permit);
+    let max = shared.config.max_connections;
+    let mut connections = listen::accept_loop(
+        "browser",
+        max,
+        || listener.accept(),
+        shutdown,
+        |(socket, addr): (tokio::net::TcpStream, std::net::SocketAddr)| {
+            let _ = socket.set_nodelay(true);
+            let shared = shared.clone();
+            let stop = stop_rx.clone();
+            async move {
+                let mut peer = Peer {
+                    addr: Some(addr),
+                    ..Peer::default()
+                };
+                match &shared.tls {
+                    None => serve_http1(socket, Arc::new(peer), &shared).await,
+                    Some(acceptor) => {
+                        let handshake = tokio::time::timeout(
+                            shared.config.header_read_timeout,
+                            acceptor.accept(socket),
+                        );
+                        let stream = match handshake.await {
+                            Ok(Ok(stream)) => stream,
+                            Ok(Err(e)) => {
+                                tracing::info!(%addr, error = %e, "browser TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => return,
+                        };
+                        peer.tls = true;
+                        let identity = stream
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(|c| c.first())
+                            .and_then(|c| tls::identity_of(c));
+                        if let Some((subject, uris, dns)) = identity {
+                            (peer.subject, peer.uri_sans, peer.dns_sans) =
+                                (Some(subject), uris, dns);
                         }
-                        Err(_) => return drop(permit),
-                    };
-                    peer.tls = true;
-                    let identity = stream
-                        .get_ref()
-                        .1
-                        .peer_certificates()
-                        .and_then(|c| c.first())
-                        .and_then(|c| tls::identity_of(c));
-                    if let Some((subject, uris, dns)) = identity {
-                        (peer.subject, peer.uri_sans, peer.dns_sans) = (Some(subject), uris, dns);
-                    }
-                    // Browsers ask for HTTP/2 by ALPN; it goes through the h2 path.
-                    if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-                        conn::serve_h2(stream, Arc::new(peer), &shared.h2, stop).await;
-                    } else {
-                        serve_http1(stream, Arc::new(peer), &shared).await;
+                        // Browsers ask for HTTP/2 by ALPN; it goes through the h2 path.
+                        if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                            conn::serve_h2(stream, Arc::new(peer), &shared.h2, stop).await;
+                        } else {
+                            serve_http1(stream, Arc::new(peer), &shared).await;
+                        }
                     }
                 }
             }
-            drop(permit);
-        });
-    }
+        },
+    )
+    .await;
     drop(listener);
     let _ = stop_tx.send(true);
     let drained = tokio::time::timeout(shared.config.shutdown_grace, async {
@@ -324,10 +304,7 @@ async fn route(request: Request<Incoming>, shared: &Shared, peer: Arc<Peer>) -> 
             "use POST (or GET for files)\n",
         );
     };
-    // Text mode inflates by 4/3 and JSON by more: the bound on what is read is generous, the
-    // message itself is checked against the limit once decoded.
-    let max = shared.config.max_message_size;
-    let bound = max.saturating_mul(2).saturating_add(64 * 1024);
+    let bound = web::body_bound(shared.config.max_message_size);
     let read = tokio::time::timeout(
         shared.config.body_read_timeout,
         read_body(body, bound, &shared.body_budget),

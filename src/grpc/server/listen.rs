@@ -1,8 +1,12 @@
 //! What a server accepts connections on: a TCP listener or a Unix domain socket.
 
-use std::{io, net::SocketAddr};
+use std::{io, net::SocketAddr, sync::Arc, time::Duration};
 
-use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use tokio::{
+    net::{TcpListener, TcpStream, UnixListener, UnixStream},
+    sync::Semaphore,
+    task::JoinSet,
+};
 
 /// A bound socket for [`run`](crate::grpc::run): TCP, or a Unix domain socket (the peer then
 /// has no address; TLS, if configured, still runs over it).
@@ -43,4 +47,57 @@ impl Listener {
             Self::Unix(l) => Ok((Socket::Unix(l.accept().await?.0), None)),
         }
     }
+}
+
+/// The accept loop every listener shares (gRPC, browsers, admin): until `shutdown`, at most
+/// `max` connections at once (a permit each, held by the connection's task); a failed accept
+/// (EMFILE and friends) is transient, so it backs off rather than ending the server. Returns
+/// the connections still running, for the caller to drain.
+pub(crate) async fn accept_loop<S, A, Fut>(
+    what: &'static str,
+    max: usize,
+    mut accept: impl FnMut() -> A,
+    shutdown: impl std::future::Future<Output = ()>,
+    mut serve: impl FnMut(S) -> Fut,
+) -> JoinSet<()>
+where
+    A: std::future::Future<Output = io::Result<S>>,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let permits = Arc::new(Semaphore::new(max));
+    let mut connections = JoinSet::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let permit = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let accepted = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            accepted = accept() => accepted,
+        };
+        match accepted {
+            Ok(socket) => {
+                backoff = Duration::from_millis(5);
+                let connection = serve(socket);
+                connections.spawn(async move {
+                    connection.await;
+                    drop(permit);
+                });
+            }
+            Err(e) => {
+                tracing::error!(listener = what, error = %e, ?backoff, "accept failed; backing off");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+    connections
 }

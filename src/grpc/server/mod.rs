@@ -15,17 +15,14 @@ mod config;
 mod conn;
 mod cors;
 mod head;
-mod listen;
+pub(crate) mod listen;
 mod route;
 pub(crate) mod web;
 mod web_h2;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
-use tokio::{
-    sync::{watch, Semaphore},
-    task::JoinSet,
-};
+use tokio::sync::watch;
 
 pub use browser::{run_browser, BrowserConfig, StaticFile};
 pub use config::{ServerConfig, Transport};
@@ -53,47 +50,25 @@ pub async fn run(
     config.validate()?;
     let listener = listener.into();
     let shared = Arc::new(conn::Shared::new(config, router));
-    let permits = Arc::new(Semaphore::new(shared.config.max_connections));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut connections = JoinSet::new();
-    let mut shutdown = std::pin::pin!(shutdown);
-    let mut backoff = Duration::from_millis(5);
-    loop {
-        let permit = tokio::select! {
-            biased;
-            () = &mut shutdown => break,
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
-        let accepted = tokio::select! {
-            biased;
-            () = &mut shutdown => break,
-            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
-            accepted = listener.accept() => accepted,
-        };
-        match accepted {
-            Ok((socket, addr)) => {
-                backoff = Duration::from_millis(5);
-                let shared = shared.clone();
-                let stop = stop_rx.clone();
-                connections.spawn(async move {
-                    match socket {
-                        listen::Socket::Tcp(s) => conn::serve(s, addr, shared, stop).await,
-                        listen::Socket::Unix(s) => conn::serve(s, addr, shared, stop).await,
-                    }
-                    drop(permit);
-                });
+    let max = shared.config.max_connections;
+    let mut connections = listen::accept_loop(
+        "gRPC",
+        max,
+        || listener.accept(),
+        shutdown,
+        |(socket, addr)| {
+            let shared = shared.clone();
+            let stop = stop_rx.clone();
+            async move {
+                match socket {
+                    listen::Socket::Tcp(s) => conn::serve(s, addr, shared, stop).await,
+                    listen::Socket::Unix(s) => conn::serve(s, addr, shared, stop).await,
+                }
             }
-            Err(e) => {
-                // EMFILE and friends are transient: back off instead of ending the server.
-                tracing::error!(error = %e, ?backoff, "accept failed; backing off");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-            }
-        }
-    }
+        },
+    )
+    .await;
     drop(listener);
     let _ = stop_tx.send(true);
     let grace = shared.config.shutdown_grace + Duration::from_secs(1);

@@ -144,6 +144,13 @@ impl Protocol {
     }
 }
 
+/// The most a web request body may take before it is decoded: text mode inflates a message by
+/// 4/3 and JSON by more, so this is generous; the message itself is checked against `max` once
+/// decoded.
+pub(crate) fn body_bound(max: usize) -> usize {
+    max.saturating_mul(2).saturating_add(64 * 1024)
+}
+
 /// A web call's response body, chunk by chunk; dropping it cancels the handler.
 pub(crate) type WebBody = Pin<Box<dyn Stream<Item = Bytes> + Send>>;
 

@@ -29,12 +29,7 @@ pub(crate) async fn serve(
     budget: Option<Arc<ConnBudget>>,
     origin: Option<http::HeaderValue>,
 ) {
-    // Text mode inflates by 4/3 and JSON by more; the message is checked once decoded.
-    let bound = web
-        .limits
-        .max_recv
-        .saturating_mul(2)
-        .saturating_add(64 * 1024);
+    let bound = web::body_bound(web.limits.max_recv);
     let mut all = BytesMut::new();
     let mut refused = None;
     // What the body holds until it ends is charged to the request budget, as a partial
