@@ -37,6 +37,17 @@ use crate::grpc::{
 /// frames (h2 splits it into max-frame-size pieces), small enough to bound memory per stream.
 const HIGH_WATER: usize = 64 * 1024;
 
+/// What a streaming buffer is allocated with: [`HIGH_WATER`] plus room for the message that
+/// crosses it, so a buffer is filled without growing (a grow copies what it holds).
+const CHUNK_CAPACITY: usize = HIGH_WATER + 16 * 1024;
+
+/// Room left in the buffer below which a new chunk takes a fresh (or reclaimed) buffer.
+const MIN_ROOM: usize = 16 * 1024;
+
+/// Buffers kept for reuse while h2 still holds pieces of them. Seven 64 KiB chunks fill h2's
+/// default 400 KiB send buffer; a buffer whose pieces were all written is reused in place.
+const MAX_SPARES: usize = 8;
+
 /// Encodes messages into the outgoing buffer, counting them.
 #[derive(Debug)]
 pub(crate) struct Encoder {
@@ -46,6 +57,11 @@ pub(crate) struct Encoder {
     encoding: Option<Encoding>,
     /// Reused for the uncompressed form of a message that is compressed.
     scratch: Vec<u8>,
+    /// Earlier streaming buffers, reused once h2 has dropped every piece of one. Without them
+    /// each 64 KiB chunk was a fresh allocation, and glibc, trimming the freed ones off the
+    /// heap, faulted every page in again: 50,000 page faults and 15 % of the time of a 1 GB
+    /// stream (BENCHMARKS.md, round two).
+    spares: Vec<BytesMut>,
     side: Side,
     pub(crate) messages: u64,
     pub(crate) bytes: u64,
@@ -60,6 +76,7 @@ impl Encoder {
             max_message_size,
             encoding,
             scratch: Vec::new(),
+            spares: Vec::new(),
             side,
             messages: 0,
             bytes: 0,
@@ -69,6 +86,44 @@ impl Encoder {
     /// Takes every frame encoded so far.
     pub(crate) fn take(&mut self) -> Bytes {
         self.buf.split().freeze()
+    }
+
+    /// Makes room for a streaming chunk in an empty buffer, reusing an allocation h2 is done
+    /// with when there is one. Room left after the last chunk is used first, so a stream of
+    /// rare small messages allocates no more than before.
+    fn prepare_chunk(&mut self) {
+        if !self.buf.is_empty()
+            || self.buf.capacity() >= MIN_ROOM
+            || self.buf.try_reclaim(CHUNK_CAPACITY)
+        {
+            return;
+        }
+        let fresh = match self
+            .spares
+            .iter_mut()
+            .position(|s| s.try_reclaim(CHUNK_CAPACITY))
+        {
+            Some(i) => self.spares.swap_remove(i),
+            None => BytesMut::with_capacity(CHUNK_CAPACITY),
+        };
+        if self.spares.len() == MAX_SPARES {
+            self.spares.swap_remove(0);
+        }
+        self.spares.push(std::mem::replace(&mut self.buf, fresh));
+    }
+
+    /// Whether the streaming buffer takes another message: under [`HIGH_WATER`] with room for
+    /// a typical message, so a partly sent buffer is never grown (a copy and an allocation);
+    /// an empty one always does ([`Self::prepare_chunk`] makes room).
+    fn wants_more(&self) -> bool {
+        let len = self.buf.len();
+        len == 0 || (len < HIGH_WATER && self.buf.capacity() - len >= MIN_ROOM)
+    }
+
+    /// Lets go of the buffers kept for reuse: the stream went quiet, so it should not hold
+    /// chunk-sized memory while it waits.
+    pub(crate) fn release_spares(&mut self) {
+        self.spares.clear();
     }
 
     /// The encoded bytes not yet handed to h2: what a retry records for replay.
@@ -156,7 +211,8 @@ where
         encoder: &mut Encoder,
     ) -> Poll<Option<Result<(), Status>>> {
         let mut stream = self.project().stream;
-        while encoder.buf.len() < HIGH_WATER {
+        encoder.prepare_chunk();
+        while encoder.wants_more() {
             let Some(item) = ready!(stream.as_mut().poll_next(cx)) else {
                 return Poll::Ready(None);
             };
@@ -267,7 +323,7 @@ impl MessageSink {
                 }
             }
             let mut source_pending = false;
-            if finished.is_none() && self.encoder.buf.len() < HIGH_WATER {
+            if finished.is_none() && self.encoder.wants_more() {
                 match source.as_mut().poll_fill(cx, &mut self.encoder) {
                     Poll::Ready(Some(Ok(()))) => {}
                     Poll::Ready(Some(Err(status))) => finished = Some(PipeEnd::Failed(status)),
@@ -284,6 +340,7 @@ impl MessageSink {
                 return Poll::Ready(end);
             }
             if source_pending {
+                self.encoder.release_spares();
                 return Poll::Pending;
             }
         })

@@ -694,6 +694,9 @@ impl Frames {
         }
         let polled = self.source.as_mut().poll_fill(cx, &mut self.encoder);
         let ready = self.encoder.take();
+        if polled.is_pending() {
+            self.encoder.release_spares();
+        }
         let end = match polled {
             Poll::Ready(Some(Ok(()))) => return Poll::Ready(Some(Ok(ready))),
             Poll::Pending if ready.is_empty() => return Poll::Pending,
