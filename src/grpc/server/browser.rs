@@ -32,7 +32,7 @@ use crate::grpc::{
     },
     status::Status,
     tls,
-    web::json::JsonCodec,
+    web::json::{self, LazyJson},
 };
 
 /// A file the browser listener serves as is (the page, its script).
@@ -118,7 +118,10 @@ pub async fn run_browser(
     router: Router,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
-    let json = config.descriptor_set.map(JsonCodec::new).transpose()?;
+    if let Some(set) = config.descriptor_set {
+        json::check(set)?;
+    }
+    let json = config.descriptor_set.map(LazyJson::new);
     let largest = web::body_bound(config.max_message_size);
     if config.body_budget < largest {
         return Err(Error::config(format!(

@@ -136,7 +136,7 @@ impl ServerConfig {
     /// A configuration error naming the setting and its range.
     pub fn validate(&self) -> Result<(), Error> {
         if let Some(set) = self.web_protocols.filter(|set| !set.is_empty()) {
-            crate::grpc::web::json::JsonCodec::new(set)?;
+            crate::grpc::web::json::check(set)?;
         }
         const MAX_WINDOW: u64 = (1 << 31) - 1; // RFC 9113 §6.9.1
         const U32: u64 = u32::MAX as u64;

@@ -41,7 +41,7 @@ use crate::grpc::{
         web_h2,
     },
     tls,
-    web::json::JsonCodec,
+    web::json::LazyJson,
 };
 
 /// What every connection of one server shares.
@@ -86,10 +86,7 @@ impl Shared {
         let web = config.web_protocols.map(|set| {
             Arc::new(Web {
                 router: router.clone(),
-                // `validate` checked that a non-empty set decodes.
-                json: (!set.is_empty())
-                    .then(|| JsonCodec::new(set).ok())
-                    .flatten(),
+                json: (!set.is_empty()).then(|| LazyJson::new(set)),
                 limits: Limits {
                     max_recv: config.max_recv_message_size,
                     max_send: config.max_send_message_size,

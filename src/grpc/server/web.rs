@@ -42,7 +42,7 @@ use crate::grpc::{
     web::{
         connect,
         grpc_web::{self, TextDecoder},
-        json::{self, JsonCodec, MethodTypes},
+        json::{self, LazyJson, MethodTypes},
     },
 };
 
@@ -51,7 +51,7 @@ use crate::grpc::{
 pub(crate) struct Web {
     pub(crate) router: Router,
     /// JSON codecs need the service's descriptors; without them JSON is refused (415).
-    pub(crate) json: Option<JsonCodec>,
+    pub(crate) json: Option<LazyJson>,
     pub(crate) limits: Limits,
 }
 
@@ -202,7 +202,8 @@ pub(crate) async fn serve(
         }
         Ok(Handler::One(f)) => f.clone(),
     };
-    let types = match (protocol.json(), &web.json) {
+    let codec = protocol.json().then(|| web.json.as_ref().and_then(LazyJson::get));
+    let types = match (protocol.json(), codec.flatten()) {
         (false, _) => None,
         (true, Some(codec)) => match codec.method(&call.path) {
             Some(types) => Some(types),
