@@ -132,10 +132,16 @@ pub(crate) async fn serve<IO>(
             addr,
             ..Peer::default()
         });
-        return serve_h2(socket, peer, &shared, stop).instrument(span).await;
+        // Boxed: the plaintext and TLS connection futures would otherwise sit side by side in
+        // this one (rustc does not overlap them), doubling every idle connection's task.
+        return Box::pin(serve_h2(socket, peer, &shared, stop).instrument(span)).await;
     };
-    let handshake =
-        tokio::time::timeout(shared.config.handshake_timeout, acceptor.accept(socket)).await;
+    // Boxed for the same reason: dropped after the handshake, not kept in the connection.
+    let handshake = Box::pin(tokio::time::timeout(
+        shared.config.handshake_timeout,
+        acceptor.accept(socket),
+    ))
+    .await;
     let stream = match handshake {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {
@@ -175,7 +181,7 @@ pub(crate) async fn serve<IO>(
         uri_sans,
         dns_sans,
     });
-    serve_h2(stream, peer, &shared, stop).instrument(span).await;
+    Box::pin(serve_h2(stream, peer, &shared, stop).instrument(span)).await;
 }
 
 /// Serves HTTP/2 with prior knowledge on an already-secured byte stream until it closes: one
@@ -220,10 +226,12 @@ pub(crate) async fn serve_h2<IO>(
             }
         }
     });
-    let handshake = tokio::time::timeout(
+    // Boxed and dropped once done: otherwise the connection's future keeps room for h2's
+    // handshake state for as long as the connection lives.
+    let handshake = Box::pin(tokio::time::timeout(
         config.handshake_timeout,
         shared.builder.handshake::<_, Bytes>(io),
-    )
+    ))
     .await;
     let mut connection = match handshake {
         Ok(Ok(c)) => c,

@@ -202,7 +202,9 @@ pub(crate) async fn serve(
         }
         Ok(Handler::One(f)) => f.clone(),
     };
-    let codec = protocol.json().then(|| web.json.as_ref().and_then(LazyJson::get));
+    let codec = protocol
+        .json()
+        .then(|| web.json.as_ref().and_then(LazyJson::get));
     let types = match (protocol.json(), codec.flatten()) {
         (false, _) => None,
         (true, Some(codec)) => match codec.method(&call.path) {
