@@ -90,9 +90,11 @@ impl Encoder {
 
     /// Makes room for a streaming chunk in an empty buffer, reusing an allocation h2 is done
     /// with when there is one. Room left after the last chunk is used first, so a stream of
-    /// rare small messages allocates no more than before.
+    /// rare small messages allocates no more than before; the first message gets a buffer of
+    /// its own size, so a unary response (a stream of one) never takes a chunk.
     fn prepare_chunk(&mut self) {
-        if !self.buf.is_empty()
+        if self.messages == 0
+            || !self.buf.is_empty()
             || self.buf.capacity() >= MIN_ROOM
             || self.buf.try_reclaim(CHUNK_CAPACITY)
         {

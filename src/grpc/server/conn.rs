@@ -26,7 +26,7 @@ use tokio_util::io::InspectReader;
 use tracing::Instrument as _;
 
 use crate::grpc::{
-    budget::ServerBudget,
+    budget::{ConnBudget, ServerBudget},
     error::Error,
     metadata::Metadata,
     metrics::{handshake_failure_reason, Metrics},
@@ -136,52 +136,57 @@ pub(crate) async fn serve<IO>(
         // this one (rustc does not overlap them), doubling every idle connection's task.
         return Box::pin(serve_h2(socket, peer, &shared, stop).instrument(span)).await;
     };
-    // Boxed for the same reason: dropped after the handshake, not kept in the connection.
-    let handshake = Box::pin(tokio::time::timeout(
-        shared.config.handshake_timeout,
-        acceptor.accept(socket),
-    ))
-    .await;
-    let stream = match handshake {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(e)) => {
-            let reason = handshake_failure_reason(&e);
-            tracing::info!(parent: &span, error = %e, reason, "TLS handshake failed");
-            if let Some(metrics) = metrics {
-                metrics.handshake_failed(reason);
+    // Built in a block: a local matched or moved from keeps its room in this future until
+    // its scope ends, and the TLS stream (1.2 KiB) would be held twice for the connection's
+    // life (print-type-sizes). The handshake is boxed for the same reason.
+    let serving = {
+        let stream = match Box::pin(tokio::time::timeout(
+            shared.config.handshake_timeout,
+            acceptor.accept(socket),
+        ))
+        .await
+        {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                let reason = handshake_failure_reason(&e);
+                tracing::info!(parent: &span, error = %e, reason, "TLS handshake failed");
+                if let Some(metrics) = metrics {
+                    metrics.handshake_failed(reason);
+                }
+                return;
             }
-            return;
-        }
-        Err(_) => {
-            tracing::info!(parent: &span, "TLS handshake timed out");
-            if let Some(metrics) = metrics {
-                metrics.handshake_failed("timeout");
+            Err(_) => {
+                tracing::info!(parent: &span, "TLS handshake timed out");
+                if let Some(metrics) = metrics {
+                    metrics.handshake_failed("timeout");
+                }
+                return;
             }
-            return;
+        };
+        let identity = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|certs| certs.first())
+            .and_then(|cert| tls::identity_of(cert));
+        let (subject, uri_sans, dns_sans) = match identity {
+            Some((subject, uris, dns)) => (Some(subject), uris, dns),
+            None => (None, Vec::new(), Vec::new()),
+        };
+        if let Some(subject) = &subject {
+            span.record("identity", subject.as_str());
         }
+        let peer = Arc::new(Peer {
+            addr,
+            tls: true,
+            subject,
+            uri_sans,
+            dns_sans,
+        });
+        Box::pin(serve_h2(stream, peer, &shared, stop).instrument(span))
     };
     let _open = metrics.map(Metrics::connection_open);
-    let identity = stream
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|certs| certs.first())
-        .and_then(|cert| tls::identity_of(cert));
-    let (subject, uri_sans, dns_sans) = match identity {
-        Some((subject, uris, dns)) => (Some(subject), uris, dns),
-        None => (None, Vec::new(), Vec::new()),
-    };
-    if let Some(subject) = &subject {
-        span.record("identity", subject.as_str());
-    }
-    let peer = Arc::new(Peer {
-        addr,
-        tls: true,
-        subject,
-        uri_sans,
-        dns_sans,
-    });
-    Box::pin(serve_h2(stream, peer, &shared, stop).instrument(span)).await;
+    serving.await;
 }
 
 /// Serves HTTP/2 with prior knowledge on an already-secured byte stream until it closes: one
@@ -204,12 +209,36 @@ where
     Ok(())
 }
 
-pub(crate) async fn serve_h2<IO>(
+pub(crate) fn serve_h2<'a, IO>(
     io: IO,
     peer: Arc<Peer>,
-    shared: &Shared,
-    mut stop: watch::Receiver<bool>,
-) where
+    shared: &'a Shared,
+    stop: watch::Receiver<bool>,
+) -> impl Future<Output = ()> + Send + 'a
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    // Three futures, so an idle connection holds only what it needs: the handshake (boxed,
+    // dropped when done) owns the byte stream until h2 takes it and then boxes the connection
+    // loop, whose state is the h2 connection and little else. As one async fn, the stream's
+    // slot, the handshake's result and the connection each kept their room for the
+    // connection's life (print-type-sizes: 7.9 KiB -> 3.1 KiB per mTLS connection).
+    let handshake = Box::pin(handshake_h2(io, peer, shared, stop));
+    async move {
+        if let Some(connection) = handshake.await {
+            connection.await;
+        }
+    }
+}
+
+/// The HTTP/2 handshake under the handshake timeout; then the connection's loop, boxed.
+async fn handshake_h2<'a, IO>(
+    io: IO,
+    peer: Arc<Peer>,
+    shared: &'a Shared,
+    stop: watch::Receiver<bool>,
+) -> Option<Pin<Box<impl Future<Output = ()> + Send + 'a>>>
+where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let config = &shared.config;
@@ -226,173 +255,245 @@ pub(crate) async fn serve_h2<IO>(
             }
         }
     });
-    // Boxed and dropped once done: otherwise the connection's future keeps room for h2's
-    // handshake state for as long as the connection lives.
-    let handshake = Box::pin(tokio::time::timeout(
+    let handshake = tokio::time::timeout(
         config.handshake_timeout,
         shared.builder.handshake::<_, Bytes>(io),
-    ))
-    .await;
-    let mut connection = match handshake {
+    );
+    let connection = match handshake.await {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "HTTP/2 handshake failed");
-            return;
+            return None;
         }
         Err(_) => {
             tracing::debug!("HTTP/2 preface timed out");
-            return;
+            return None;
         }
     };
+    Some(Box::pin(drive(
+        connection,
+        read,
+        preface_deadline,
+        peer,
+        shared,
+        stop,
+    )))
+}
+
+/// Accepts and answers calls on one HTTP/2 connection until it ends or drains.
+///
+/// A function returning an `async move` block, not an `async fn`: an async fn's arguments are
+/// moved into locals, and the h2 connection (2.5 KiB) would be held twice.
+#[allow(clippy::manual_async_fn)]
+fn drive<'a, T>(
+    mut connection: h2::server::Connection<T, Bytes>,
+    read: Arc<AtomicUsize>,
+    preface_deadline: Instant,
+    peer: Arc<Peer>,
+    shared: &'a Shared,
+    mut stop: watch::Receiver<bool>,
+) -> impl Future<Output = ()> + Send + 'a
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'a,
+{
+    async move {
+        let config = &shared.config;
+        let mut calls = JoinSet::new();
+        let budget = shared.budget.as_ref().map(ServerBudget::connection);
+        let mut timers = Timers::new(config, &peer, preface_deadline);
+        let mut ping_pong = connection.ping_pong();
+        if *stop.borrow() {
+            timers.drain(&mut connection, config.shutdown_grace, "shutdown");
+        }
+        let draining = |timers: &Timers| timers.grace.is_some();
+        loop {
+            tokio::select! {
+                biased;
+                () = expired(&mut timers.preface) => {
+                    if read.load(Ordering::Relaxed) < PREFACE_WITH_SETTINGS {
+                        tracing::debug!("no SETTINGS after the preface; closing");
+                        break;
+                    }
+                    timers.preface = None;
+                }
+                changed = stop.changed(), if !draining(&timers) => {
+                    if changed.is_err() || *stop.borrow() {
+                        timers.drain(&mut connection, config.shutdown_grace, "shutdown");
+                    }
+                }
+                () = expired(&mut timers.grace) => {
+                    tracing::debug!(calls = calls.len(), "grace period over; closing");
+                    break;
+                }
+                () = expired(&mut timers.age), if !draining(&timers) => {
+                    timers.drain(&mut connection, config.max_connection_age_grace, "max connection age");
+                }
+                () = expired(&mut timers.idle), if calls.is_empty() && !draining(&timers) => {
+                    timers.drain(&mut connection, config.max_connection_age_grace, "max connection idle");
+                }
+                () = expired(&mut timers.ping), if ping_pong.is_some() => {
+                    if timers.awaiting_pong {
+                        // A8: no PONG within the timeout means the peer or the path is dead.
+                        tracing::debug!("keepalive ping timed out; closing");
+                        break;
+                    }
+                    if ping_pong.as_mut().is_some_and(|pp| pp.send_ping(h2::Ping::opaque()).is_ok()) {
+                        timers.awaiting_pong = true;
+                        timers.ping = after(Some(config.keepalive_timeout));
+                    }
+                }
+                pong = poll_pong(ping_pong.as_mut()), if timers.awaiting_pong => {
+                    timers.awaiting_pong = false;
+                    if pong.is_err() {
+                        ping_pong = None;
+                    } else {
+                        timers.ping = after(config.keepalive_interval);
+                    }
+                }
+                Some(joined) = calls.join_next(), if !calls.is_empty() => {
+                    if let Err(e) = joined {
+                        // Handler panics are caught inside the call; this is a bug of ours.
+                        tracing::error!(error = %e, "call task failed");
+                    }
+                    if calls.is_empty() {
+                        timers.rearm_idle(config);
+                    }
+                }
+                accepted = connection.accept() => {
+                    // Take every request that is readable now before answering any: h2 flushes
+                    // what is queued each time it is polled for the next request, so answering
+                    // between accepts would cost one write per call instead of one per batch.
+                    // Allocated per batch, not kept: an idle connection should hold no buffer.
+                    let mut batch = Vec::new();
+                    let mut end = None;
+                    match accepted {
+                        Some(Ok(first)) => batch.push(first),
+                        Some(Err(e)) => end = Some(Some(e)),
+                        None => end = Some(None),
+                    }
+                    while end.is_none() {
+                        match std::future::poll_fn(|cx| Poll::Ready(connection.poll_accept(cx))).await {
+                            Poll::Ready(Some(Ok(next))) => batch.push(next),
+                            Poll::Ready(Some(Err(e))) => end = Some(Some(e)),
+                            Poll::Ready(None) => end = Some(None),
+                            Poll::Pending => break,
+                        }
+                    }
+                    let mut batch = batch.into_iter();
+                    // `dispatch` is synchronous so a request's parts and head take no room in this
+                    // future; only a call polled inline is held across the await below.
+                    while let Some(mut call) = dispatch(&mut batch, &peer, shared, &budget, &mut calls, &mut timers) {
+                        if !config.inline_first_poll {
+                            calls.spawn(call);
+                            continue;
+                        }
+                        // Poll the call once right here (ServerConfig::inline_first_poll says what
+                        // it buys and costs): one that can finish without waiting costs no task,
+                        // and its answer leaves with the connection's next flush.
+                        let first = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut call).poll(cx))).await;
+                        if first.is_pending() {
+                            calls.spawn(call);
+                        }
+                    }
+                    match end {
+                        None => {}
+                        Some(Some(e)) => {
+                            tracing::debug!(error = %e, "connection error");
+                            break;
+                        }
+                        Some(None) => break,
+                    }
+                }
+            }
+        }
+        // The connection is closed: nothing a call still holds can reach the peer.
+        calls.shutdown().await;
+    }
+}
+
+/// Answers the batch's requests that need no call (web calls are spawned, site files and
+/// rejections answered) up to the next gRPC call, which it returns to be run.
+fn dispatch<I>(
+    batch: &mut I,
+    peer: &Arc<Peer>,
+    shared: &Shared,
+    budget: &Option<Arc<ConnBudget>>,
+    calls: &mut JoinSet<()>,
+    timers: &mut Timers,
+) -> Option<tracing::instrument::Instrumented<Pin<Box<impl Future<Output = ()> + Send>>>>
+where
+    I: Iterator<
+        Item = (
+            http::Request<h2::RecvStream>,
+            h2::server::SendResponse<Bytes>,
+        ),
+    >,
+{
+    let config = &shared.config;
     let limits = Limits {
         max_recv: config.max_recv_message_size,
         max_send: config.max_send_message_size,
     };
-    let mut calls = JoinSet::new();
-    let budget = shared.budget.as_ref().map(ServerBudget::connection);
-    let mut timers = Timers::new(config, &peer, preface_deadline);
-    let mut ping_pong = connection.ping_pong();
-    if *stop.borrow() {
-        timers.drain(&mut connection, config.shutdown_grace, "shutdown");
-    }
-    let draining = |timers: &Timers| timers.grace.is_some();
-    loop {
-        tokio::select! {
-            biased;
-            () = expired(&mut timers.preface) => {
-                if read.load(Ordering::Relaxed) < PREFACE_WITH_SETTINGS {
-                    tracing::debug!("no SETTINGS after the preface; closing");
-                    break;
-                }
-                timers.preface = None;
-            }
-            changed = stop.changed(), if !draining(&timers) => {
-                if changed.is_err() || *stop.borrow() {
-                    timers.drain(&mut connection, config.shutdown_grace, "shutdown");
-                }
-            }
-            () = expired(&mut timers.grace) => {
-                tracing::debug!(calls = calls.len(), "grace period over; closing");
-                break;
-            }
-            () = expired(&mut timers.age), if !draining(&timers) => {
-                timers.drain(&mut connection, config.max_connection_age_grace, "max connection age");
-            }
-            () = expired(&mut timers.idle), if calls.is_empty() && !draining(&timers) => {
-                timers.drain(&mut connection, config.max_connection_age_grace, "max connection idle");
-            }
-            () = expired(&mut timers.ping), if ping_pong.is_some() => {
-                if timers.awaiting_pong {
-                    // A8: no PONG within the timeout means the peer or the path is dead.
-                    tracing::debug!("keepalive ping timed out; closing");
-                    break;
-                }
-                if ping_pong.as_mut().is_some_and(|pp| pp.send_ping(h2::Ping::opaque()).is_ok()) {
-                    timers.awaiting_pong = true;
-                    timers.ping = after(Some(config.keepalive_timeout));
-                }
-            }
-            pong = poll_pong(ping_pong.as_mut()), if timers.awaiting_pong => {
-                timers.awaiting_pong = false;
-                if pong.is_err() {
-                    ping_pong = None;
-                } else {
-                    timers.ping = after(config.keepalive_interval);
-                }
-            }
-            Some(joined) = calls.join_next(), if !calls.is_empty() => {
-                if let Err(e) = joined {
-                    // Handler panics are caught inside the call; this is a bug of ours.
-                    tracing::error!(error = %e, "call task failed");
-                }
-                if calls.is_empty() {
-                    timers.rearm_idle(config);
-                }
-            }
-            accepted = connection.accept() => {
-                // Take every request that is readable now before answering any: h2 flushes
-                // what is queued each time it is polled for the next request, so answering
-                // between accepts would cost one write per call instead of one per batch.
-                // Allocated per batch, not kept: an idle connection should hold no buffer.
-                let mut batch = Vec::new();
-                let mut end = None;
-                match accepted {
-                    Some(Ok(first)) => batch.push(first),
-                    Some(Err(e)) => end = Some(Some(e)),
-                    None => end = Some(None),
-                }
-                while end.is_none() {
-                    match std::future::poll_fn(|cx| Poll::Ready(connection.poll_accept(cx))).await {
-                        Poll::Ready(Some(Ok(next))) => batch.push(next),
-                        Poll::Ready(Some(Err(e))) => end = Some(Some(e)),
-                        Poll::Ready(None) => end = Some(None),
-                        Poll::Pending => break,
-                    }
-                }
-                for (request, mut respond) in batch.drain(..) {
-                    timers.rearm_idle(config);
-                    let (parts, body) = request.into_parts();
-                    if let Some(web) = shared.web.as_ref().filter(|_| Protocol::maybe(&parts)) {
-                        if let Some(protocol) = Protocol::of(&parts) {
-                            let origin = shared.site.as_ref().and_then(|site| site.allowed(&parts.headers).cloned());
-                            let call = web_h2::serve(web.clone(), protocol, parts, (body, respond), peer.clone(), budget.clone(), origin);
-                            calls.spawn(call);
-                            continue;
-                        }
-                    }
-                    if let Some(site) = &shared.site {
-                        if answer_site(site, &parts, &mut respond) {
-                            continue;
-                        }
-                    }
-                    let head = match head::check(parts, &peer) {
-                        Ok(head) => head,
-                        Err(rejection) => {
-                            call::reject(&mut respond, rejection);
-                            continue;
-                        }
-                    };
-                    let handler = match shared.router.handler(head.method()) {
-                        Ok(handler) => handler.clone(),
-                        Err(status) => {
-                            if let Some(metrics) = &config.metrics {
-                                metrics.unregistered_call(&status);
-                            }
-                            call::answer_status(&mut respond, &status, None, &Metadata::new());
-                            continue;
-                        }
-                    };
-                    let span = tracing::debug_span!("call", method = head.method());
-                    let interceptors = shared.router.interceptors().cloned();
-                    // Boxed where it is made, then wrapped: the call's future is a few KiB, and
-                    // every move of it is a copy (callgrind: ~2.5 KiB, two fewer copies).
-                    let call = Box::pin(call::run(head, body, respond, handler, interceptors, limits, budget.clone()));
-                    let mut call = call.instrument(span);
-                    if !config.inline_first_poll {
-                        calls.spawn(call);
-                        continue;
-                    }
-                    // Poll the call once right here (ServerConfig::inline_first_poll says what
-                    // it buys and costs): one that can finish without waiting costs no task,
-                    // and its answer leaves with the connection's next flush.
-                    let first = std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut call).poll(cx))).await;
-                    if first.is_pending() {
-                        calls.spawn(call);
-                    }
-                }
-                match end {
-                    None => {}
-                    Some(Some(e)) => {
-                        tracing::debug!(error = %e, "connection error");
-                        break;
-                    }
-                    Some(None) => break,
-                }
+    for (request, mut respond) in batch {
+        timers.rearm_idle(config);
+        let (parts, body) = request.into_parts();
+        if let Some(web) = shared.web.as_ref().filter(|_| Protocol::maybe(&parts)) {
+            if let Some(protocol) = Protocol::of(&parts) {
+                let origin = shared
+                    .site
+                    .as_ref()
+                    .and_then(|site| site.allowed(&parts.headers).cloned());
+                let call = web_h2::serve(
+                    web.clone(),
+                    protocol,
+                    parts,
+                    (body, respond),
+                    peer.clone(),
+                    budget.clone(),
+                    origin,
+                );
+                calls.spawn(call);
+                continue;
             }
         }
+        if let Some(site) = &shared.site {
+            if answer_site(site, &parts, &mut respond) {
+                continue;
+            }
+        }
+        let head = match head::check(parts, peer) {
+            Ok(head) => head,
+            Err(rejection) => {
+                call::reject(&mut respond, rejection);
+                continue;
+            }
+        };
+        let handler = match shared.router.handler(head.method()) {
+            Ok(handler) => handler.clone(),
+            Err(status) => {
+                if let Some(metrics) = &config.metrics {
+                    metrics.unregistered_call(&status);
+                }
+                call::answer_status(&mut respond, &status, None, &Metadata::new());
+                continue;
+            }
+        };
+        let span = tracing::debug_span!("call", method = head.method());
+        let interceptors = shared.router.interceptors().cloned();
+        // Boxed where it is made, then wrapped: the call's future is a few KiB, and every
+        // move of it is a copy (callgrind: ~2.5 KiB, two fewer copies).
+        let call = Box::pin(call::run(
+            head,
+            body,
+            respond,
+            handler,
+            interceptors,
+            limits,
+            budget.clone(),
+        ));
+        return Some(call.instrument(span));
     }
-    // The connection is closed: nothing a call still holds can reach the peer.
-    calls.shutdown().await;
+    None
 }
 
 /// The magic and a SETTINGS frame header: what a peer must have sent within the handshake

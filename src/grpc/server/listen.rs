@@ -2,6 +2,7 @@
 
 use std::{io, net::SocketAddr, sync::Arc, time::Duration};
 
+use futures_util::FutureExt as _;
 use tokio::{
     net::{TcpListener, TcpStream, UnixListener, UnixStream},
     sync::Semaphore,
@@ -86,11 +87,10 @@ where
         match accepted {
             Ok(socket) => {
                 backoff = Duration::from_millis(5);
-                let connection = serve(socket);
-                connections.spawn(async move {
-                    connection.await;
-                    drop(permit);
-                });
+                // `map`, not `async move { connection.await; .. }`: that block would hold the
+                // connection's future twice (its capture and its awaitee), a few KiB per idle
+                // connection.
+                connections.spawn(serve(socket).map(move |()| drop(permit)));
             }
             Err(e) => {
                 tracing::error!(listener = what, error = %e, ?backoff, "accept failed; backing off");
