@@ -12,6 +12,7 @@ use std::{
 
 use bytes::Bytes;
 use futures_core::Stream;
+use futures_util::FutureExt as _;
 use h2::client::SendRequest;
 use rustls_pki_types::ServerName;
 use tokio::{
@@ -451,11 +452,13 @@ where
     .map_err(|_| Error::timeout("HTTP/2 handshake"))?
     .map_err(|e| Error::http2("HTTP/2 handshake failed", e))?;
     let (closed_tx, closed_rx) = oneshot::channel();
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
+    // `map`, not `async move { connection.await; .. }`: that block would hold the connection
+    // (1.3 KiB) twice, as its capture and as its awaitee.
+    tokio::spawn(connection.map(move |ended| {
+        if let Err(e) = ended {
             tracing::debug!(error = %e, "client connection ended");
         }
         let _ = closed_tx.send(());
-    });
+    }));
     Ok((send, closed_rx))
 }
