@@ -26,7 +26,8 @@ Scenarios (ids for --only):
   grpcio     stock Python grpc.aio (benches/grpcio_load.py) with mutual TLS, 64 calls in
              flight on one channel: server CPU us/call, idle and peak RSS (the client is the
              bottleneck: a moderate, realistic load)
-  mtlsstream loadgen with mutual TLS, GetImages 1 KiB images, 8 concurrent streams: MB/s
+  mtlsstream loadgen with mutual TLS, GetImages 1 KiB images, one stream and 8 concurrent
+             streams: MB/s
   idle       memory per idle mTLS connection: loadgen holds 10,000 connections (one call each);
              (server VmRSS then - VmRSS before) / connections
   client     client side: our loadgen vs tonic_client against the tonic server at equal
@@ -397,6 +398,15 @@ def scen_unary(name, servers, a, tmp, conc, scenario, title):
                 srv.stop()
 
 
+def stream_server(s, addr, certs, scale, img, a):
+    """A server for a GetImages figure, or None (with a note) for one without --scale/--img-bytes."""
+    argv = server_argv(s, addr, certs, scale, img, go_bin=a.go_bin)
+    if argv is None:
+        note_once(f"{s} has no --scale/--img-bytes: not in the GetImages figures")
+        return None
+    return Server(s, argv, addr)
+
+
 def scen_stream(servers, a, tmp):
     w, h = world_size()
     scale = 8
@@ -412,11 +422,9 @@ def scen_stream(servers, a, tmp):
             for r in range(a.runs):
                 for s in servers:
                     addr = f"127.0.0.1:{free_port()}"
-                    argv = server_argv(s, addr, None, scale, img, go_bin=a.go_bin)
-                    if argv is None:
-                        note_once(f"{s} has no --scale/--img-bytes: not in the GetImages figures")
+                    srv = stream_server(s, addr, None, scale, img, a)
+                    if srv is None:
                         continue
-                    srv = Server(s, argv, addr)
                     try:
                         cpu0 = srv.cpu_us()
                         cmd, out = h2load(
@@ -542,29 +550,30 @@ def scen_grpcio(servers, a, tmp, certs):
 
 def scen_mtls_stream(servers, a, tmp, certs):
     loadgen = os.path.join(PEER_BIN, "loadgen")
-    title = "GetImages mTLS (loadgen), whole map x8, 1024 B images, 8 streams"
-    for r in range(a.runs):
-        for s in servers:
-            addr = f"127.0.0.1:{free_port()}"
-            argv = server_argv(s, addr, certs, 8, 1024, go_bin=a.go_bin)
-            if argv is None:
-                note_once(f"{s} has no --scale/--img-bytes: not in the GetImages figures")
-                continue
-            srv = Server(s, argv, addr)
-            try:
-                cpu0 = srv.cpu_us()
-                res = run_client(
-                    loadgen, addr, certs,
-                    ["stream", "--scale", "8", "--streams", "8", "--rounds", str(a.stream_rounds_large)], "mtlsstream",
-                )
-                cpu = srv.cpu_us() - cpu0
-                if res["errors"]:
-                    NOTES.append(f"{title}: {s} run {r + 1}: {res['errors']} stream errors")
-                record("mtlsstream", "mbps", s, res["mb_per_s"], f"{title}: MB/s", "MB/s", True)
-                record("mtlsstream", "cpu", s, cpu * 1000 / max(res["images"], 1), f"{title}: server CPU per image", "ns", False)
-                log(f"  {title} [{s}] run {r + 1}: {res['mb_per_s']} MB/s")
-            finally:
-                srv.stop()
+    for streams in (1, 8):
+        scenario = "mtlsstream" if streams == 8 else f"mtlsstream_{streams}"
+        title = f"GetImages mTLS (loadgen), whole map x8, 1024 B images, {streams} stream{'s' if streams > 1 else ''}"
+        for r in range(a.runs):
+            for s in servers:
+                addr = f"127.0.0.1:{free_port()}"
+                srv = stream_server(s, addr, certs, 8, 1024, a)
+                if srv is None:
+                    continue
+                try:
+                    cpu0 = srv.cpu_us()
+                    res = run_client(
+                        loadgen, addr, certs,
+                        ["stream", "--scale", "8", "--streams", str(streams), "--rounds", str(a.stream_rounds_large)],
+                        scenario,
+                    )
+                    cpu = srv.cpu_us() - cpu0
+                    if res["errors"]:
+                        NOTES.append(f"{title}: {s} run {r + 1}: {res['errors']} stream errors")
+                    record(scenario, "mbps", s, res["mb_per_s"], f"{title}: MB/s", "MB/s", True)
+                    record(scenario, "cpu", s, cpu * 1000 / max(res["images"], 1), f"{title}: server CPU per image", "ns", False)
+                    log(f"  {title} [{s}] run {r + 1}: {res['mb_per_s']} MB/s")
+                finally:
+                    srv.stop()
 
 
 def scen_idle(servers, a, tmp, certs):
