@@ -22,7 +22,6 @@ use crate::grpc::{
     frame::DEFAULT_MAX_MESSAGE_SIZE,
     request::Peer,
     server::{
-        call::Limits,
         config::{ServerConfig, Transport},
         conn,
         cors::{self, Site},
@@ -32,7 +31,7 @@ use crate::grpc::{
     },
     status::Status,
     tls,
-    web::json::{self, LazyJson},
+    web::json,
 };
 
 /// A file the browser listener serves as is (the page, its script).
@@ -121,7 +120,6 @@ pub async fn run_browser(
     if let Some(set) = config.descriptor_set {
         json::check(set)?;
     }
-    let json = config.descriptor_set.map(LazyJson::new);
     let largest = web::body_bound(config.max_message_size);
     if config.body_budget < largest {
         return Err(Error::config(format!(
@@ -129,10 +127,6 @@ pub async fn run_browser(
             config.body_budget
         )));
     }
-    let limits = Limits {
-        max_recv: config.max_message_size,
-        max_send: config.max_message_size,
-    };
     let mut h2_config = ServerConfig::new(Transport::Plaintext);
     h2_config.web_protocols = Some(config.descriptor_set.unwrap_or_default());
     h2_config.max_recv_message_size = config.max_message_size;
@@ -145,13 +139,12 @@ pub async fn run_browser(
     };
     let h2 = conn::Shared::new(h2_config, router.clone()).with_site(site);
     let (stop_tx, stop_rx) = watch::channel(false);
+    // One `Web` for HTTP/1.1 and HTTP/2: the same router, limits and (lazily built) JSON
+    // descriptor pool.
+    let web = h2.web().cloned().expect("web_protocols is set above");
     let shared = Arc::new(Shared {
         h2,
-        web: Arc::new(Web {
-            router,
-            json,
-            limits,
-        }),
+        web,
         tls: config.tls.clone().map(tokio_rustls::TlsAcceptor::from),
         body_budget: Arc::new(Semaphore::new(config.body_budget)),
         config,

@@ -104,6 +104,12 @@ impl Shared {
         }
     }
 
+    /// The web protocols' state (router, JSON codec, limits), when configured: the browser
+    /// listener's HTTP/1.1 side shares it, so the JSON pool is built once for both.
+    pub(crate) fn web(&self) -> Option<&Arc<Web>> {
+        self.web.as_ref()
+    }
+
     /// Serves `site` (files, CORS) beside the calls: the browser listener over HTTP/2.
     pub(crate) fn with_site(mut self, site: Site) -> Self {
         self.site = Some(Arc::new(site));
