@@ -61,6 +61,21 @@ pub struct Metrics {
 
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
+/// Records a call's (or an attempt's) duration, bytes sent and bytes received, in that order.
+fn observe<L>(families: [&Histograms<L>; 3], labels: &L, summary: &CallSummary<'_>)
+where
+    L: Clone + std::hash::Hash + Eq,
+{
+    let [duration, sent, rcvd] = families;
+    duration
+        .get_or_create(labels)
+        .observe(summary.elapsed.as_secs_f64());
+    sent.get_or_create(labels)
+        .observe(summary.bytes_sent as f64);
+    rcvd.get_or_create(labels)
+        .observe(summary.bytes_received as f64);
+}
+
 struct Inner {
     registry: Registry,
     started: Family<MethodLabels, Counter>,
@@ -432,18 +447,11 @@ impl ServerInterceptor for ServerMetrics {
             grpc_status: summary.status.code().name().to_owned(),
         };
         let inner = &self.0.inner;
-        inner
-            .duration
-            .get_or_create(&labels)
-            .observe(summary.elapsed.as_secs_f64());
-        inner
-            .sent
-            .get_or_create(&labels)
-            .observe(summary.bytes_sent as f64);
-        inner
-            .rcvd
-            .get_or_create(&labels)
-            .observe(summary.bytes_received as f64);
+        observe(
+            [&inner.duration, &inner.sent, &inner.rcvd],
+            &labels,
+            summary,
+        );
     }
 }
 
@@ -491,18 +499,12 @@ impl ClientInterceptor for ClientMetrics {
             grpc_status: summary.status.code().name().to_owned(),
         };
         let inner = &self.metrics.inner;
-        inner
-            .attempt_duration
-            .get_or_create(&labels)
-            .observe(summary.elapsed.as_secs_f64());
-        inner
-            .attempt_sent
-            .get_or_create(&labels)
-            .observe(summary.bytes_sent as f64);
-        inner
-            .attempt_rcvd
-            .get_or_create(&labels)
-            .observe(summary.bytes_received as f64);
+        let families = [
+            &inner.attempt_duration,
+            &inner.attempt_sent,
+            &inner.attempt_rcvd,
+        ];
+        observe(families, &labels, summary);
     }
 }
 
